@@ -1,0 +1,3 @@
+from socmeth.cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""Load and validate the server's configuration.
+
+Sources, strongest first: command-line flags, the environment, `config.yaml`, defaults.
+The environment names `POSTGRES_URL` and `REDIS_URL` (the README's container variables)
+and `SOCMETH_<SECTION>_<KEY>` for every key, e.g. `SOCMETH_WORKERS_COUNT=4`. A key or
+value that is wrong stops the start with a `ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from socmeth.errors import ConfigError
+
+ENV_PREFIX = "SOCMETH_"
+ENV_ALIASES = {"POSTGRES_URL": ("database", "url"), "REDIS_URL": ("redis", "url")}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    port: int = Field(8080, ge=1, le=65535)
+    host: str | None = None  # None: loopback unless auth is on
+    data_dir: Path = Path("socmeth-data")
+    max_request_bytes: int = Field(256 * 1024, ge=1024)
+
+
+class DatabaseConfig(_Section):
+    url: str | None = None  # None: SQLite in the data dir
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is None or url.startswith(("sqlite:", "postgresql:", "postgres:")):
+            return url
+        raise ValueError("must start with sqlite:// or postgresql://")
+
+
+class RedisConfig(_Section):
+    url: str | None = None
+    prefix: str = "socmeth"
+
+
+class SchedulerConfig(_Section):
+    max_concurrent_jobs: int = Field(50, ge=1)
+    job_timeout: int = Field(600, ge=1)
+    max_job_timeout: int = Field(3600, ge=1)
+    timezone: str = "UTC"
+    kill_grace: float = Field(5.0, ge=0)
+
+
+class WorkersConfig(_Section):
+    count: int = Field(10, ge=1, le=10_000)
+    shutdown_grace: float = Field(10.0, ge=0)
+
+
+class HistoryConfig(_Section):
+    retention_days: int = Field(30, ge=1)
+
+
+class LimitsConfig(_Section):
+    max_jobs: int = Field(100_000, ge=1)
+    output_bytes: int = Field(1024 * 1024, ge=1024)
+
+
+class AuthConfig(_Section):
+    enabled: bool = False
+    provider: Literal["jwt-basic"] = "jwt-basic"
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    workers: WorkersConfig = WorkersConfig()
+    history: HistoryConfig = HistoryConfig()
+    limits: LimitsConfig = LimitsConfig()
+    auth: AuthConfig = AuthConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def database_url(self) -> str:
+        """Return the SQLAlchemy URL of the store, SQLite in the data dir by default."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.server.data_dir / 'socmeth.db').resolve()}"
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    name: info.annotation  # type: ignore[misc]
+    for name, info in Config.model_fields.items()
+}
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge defaults, the file, the environment and flag overrides, and validate.
+
+    `overrides` maps dotted keys (`server.port`) to values given on the command line;
+    None values are ignored so that unset flags do not shadow other sources.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        _merge(merged, _read_file(path), source=str(path))
+    _merge(merged, _from_environ(environ), source="environment")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            section, _, name = key.partition(".")
+            merged.setdefault(section, {})[name] = value
+    return _validate(merged)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "must hold a mapping of sections")
+    return data
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Collect overrides from the environment.
+
+    `SOCMETH_*` names whose section is unknown are ignored, because socmeth itself sets
+    `SOCMETH_JOB`, `SOCMETH_RUN_ID` and others for jobs; a known section with an
+    unknown key is an error.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for alias, (section, key) in ENV_ALIASES.items():
+        if environ.get(alias):
+            found.setdefault(section, {})[key] = environ[alias]
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        if section not in SECTIONS or not key:
+            continue
+        if key not in SECTIONS[section].model_fields:
+            raise ConfigError(name, f"{section} has no key {key!r}")
+        found.setdefault(section, {})[key] = value
+    return found
+
+
+def _merge(
+    into: dict[str, dict[str, Any]], data: Mapping[str, Any], source: str
+) -> None:
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(str(section), f"unknown section in {source}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(str(section), f"must be a mapping in {source}")
+        into.setdefault(section, {}).update(values)
+
+
+def _validate(merged: dict[str, dict[str, Any]]) -> Config:
+    try:
+        return Config.model_validate(merged)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "is not a known key"
+        value = first.get("input")
+        shown = "" if first["type"] == "extra_forbidden" else f" (got {value!r})"
+        raise ConfigError(key, f"{message}{shown}") from exc

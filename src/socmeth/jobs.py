@@ -1,0 +1,158 @@
+"""Carry out operators' changes to jobs and runs: the API's one way into the store.
+
+Every change goes through here so that the rules hold whoever asks: next fires are
+computed from the schedule, the scheduler is woken when a job's timing changed, the
+attempt of a new run is published to the queue once the run is stored, and manual
+runs follow the job's concurrency policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from socmeth.clock import Clock
+from socmeth.errors import ConflictError, LimitError, ValidationError
+from socmeth.fires import next_fire_at
+from socmeth.models import Concurrency, Job, JobDefinition, Run, Trigger
+from socmeth.queue.base import Queue
+from socmeth.store.base import NewRun, QueuedAttempt, Store
+
+log = logging.getLogger(__name__)
+
+
+class JobService:
+    """Create, change, pause, run and delete jobs; cancel runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: Queue,
+        clock: Clock,
+        *,
+        max_jobs: int,
+        wake_scheduler: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._clock = clock
+        self._max_jobs = max_jobs
+        self._wake_scheduler = wake_scheduler
+
+    async def resolve(self, ref: str) -> Job:
+        """Return the job a path names: an all-digit reference is an id, else a name."""
+        if ref.isdigit():
+            return await self._store.get_job(int(ref))
+        return await self._store.get_job_by_name(ref)
+
+    async def create(self, definition: JobDefinition) -> Job:
+        """Store a new job with its first next fire."""
+        _refuse_dependencies(definition)
+        counts = await self._store.count_jobs()
+        if counts.enabled + counts.paused >= self._max_jobs:
+            raise LimitError(
+                f"the cluster already holds {self._max_jobs} jobs, the limit set by "
+                "limits.max_jobs; delete jobs or raise the limit",
+                field="name",
+            )
+        now = self._clock.now()
+        job = await self._store.create_job(
+            definition, next_fire_at(definition, now, now), now
+        )
+        log.info(
+            "job %s created", job.name, extra={"event": "job.created", "job": job.name}
+        )
+        self._wake_scheduler()
+        return job
+
+    async def update(self, job: Job, definition: JobDefinition) -> Job:
+        """Replace a job's definition; the next fire is computed anew from now."""
+        _refuse_dependencies(definition)
+        now = self._clock.now()
+        fire_at = next_fire_at(definition, job.created_at, now)
+        updated = await self._store.update_job(job.id, definition, fire_at, now)
+        log.info(
+            "job %s updated",
+            updated.name,
+            extra={"event": "job.updated", "job": updated.name},
+        )
+        self._wake_scheduler()
+        return updated
+
+    async def set_enabled(self, job: Job, enabled: bool) -> Job:
+        """Pause or resume a job; a resumed job fires next after now, not in the past."""
+        if job.definition.enabled == enabled:
+            return job
+        definition = replace(job.definition, enabled=enabled)
+        now = self._clock.now()
+        fire_at = next_fire_at(definition, job.created_at, now)
+        updated = await self._store.update_job(job.id, definition, fire_at, now)
+        event = "job.resumed" if enabled else "job.paused"
+        log.info("job %s %s", job.name, event[4:], extra={"event": event})
+        self._wake_scheduler()
+        return updated
+
+    async def delete(self, job: Job) -> None:
+        """Delete a job and its history; a running attempt is asked to stop first."""
+        now = self._clock.now()
+        for run in (await self._store.active_runs([job.id])).get(job.id, []):
+            await self._store.cancel_run(run.id, "the job was deleted", now)
+        await self._store.delete_job(job.id)
+        log.info("job %s deleted", job.name, extra={"event": "job.deleted"})
+
+    async def run_now(self, job: Job) -> Run:
+        """Create a manual run and queue its first attempt.
+
+        Under `concurrency: forbid` a job with an active run refuses (409) rather than
+        piling up; under `replace` the active runs are cancelled first.
+        """
+        now = self._clock.now()
+        active = (await self._store.active_runs([job.id])).get(job.id, [])
+        policy = job.definition.concurrency
+        if active and policy is Concurrency.FORBID:
+            raise ConflictError(
+                f"job {job.name} already has an active run ({active[0].id}, "
+                f"{active[0].state}) and its concurrency is forbid; wait for it, "
+                "cancel it, or set concurrency to allow or replace"
+            )
+        if policy is Concurrency.REPLACE:
+            for run in active:
+                await self._store.cancel_run(run.id, "replaced by a manual run", now)
+        run = await self._store.create_run(NewRun(job.id, Trigger.MANUAL, None), now)
+        await self.publish(run)
+        log.info(
+            "run %s of job %s created by hand",
+            run.id,
+            job.name,
+            extra={"event": "run.created", "run_id": run.id, "trigger": "manual"},
+        )
+        return run
+
+    async def cancel(self, run_id: int) -> Run:
+        """Cancel a run; a running attempt is stopped by its worker within a second."""
+        run = await self._store.cancel_run(
+            run_id, "cancelled by request", self._clock.now()
+        )
+        log.info(
+            "run %s cancel requested",
+            run_id,
+            extra={"event": "run.cancel_requested", "run_id": run_id},
+        )
+        return run
+
+    async def publish(self, run: Run) -> None:
+        """Put the run's queued attempt, if any, on the queue."""
+        attempt = run.last_attempt
+        if attempt is None or attempt.state != "queued":
+            return
+        await self._queue.publish([QueuedAttempt(attempt.id, run.id, attempt.number)])
+
+
+def _refuse_dependencies(definition: JobDefinition) -> None:
+    if definition.depends_on:
+        raise ValidationError.single(
+            "depends_on",
+            "job dependencies are not available yet (issue 3); "
+            "send an empty list or leave the field out",
+        )

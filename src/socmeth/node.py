@@ -1,0 +1,154 @@
+"""Assemble one socmeth node: store, queue, scheduler, workers and the services.
+
+A node is what `socmeth serve` runs. In embedded mode it is the only node, so it is
+also the scheduler; it settles what a previous crash left behind before it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from socmeth import __version__
+from socmeth.clock import Clock, SystemClock
+from socmeth.config import Config
+from socmeth.executors import Executors
+from socmeth.jobs import JobService
+from socmeth.metrics import Metrics
+from socmeth.pruner import Pruner
+from socmeth.queue.base import Queue
+from socmeth.queue.memory import MemoryQueue
+from socmeth.scheduler import Scheduler
+from socmeth.store.base import Store
+from socmeth.store.sql import open_store
+from socmeth.worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """Describe this node for the API."""
+
+    id: str
+    version: str
+    started_at: datetime
+
+
+class Node:
+    """Own the long-lived parts of a server process and their start and stop order."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        node_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.info = NodeInfo(
+            id=node_id or socket.gethostname(),
+            version=__version__,
+            started_at=self.clock.now(),
+        )
+        self.metrics = Metrics()
+        self._store: Store | None = None
+        self._queue: Queue | None = None
+        self._jobs: JobService | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.scheduler: Scheduler | None = None
+        self.workers: WorkerPool | None = None
+        self.pruner: Pruner | None = None
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the node is not started"
+        return self._store
+
+    @property
+    def queue(self) -> Queue:
+        assert self._queue is not None, "the node is not started"
+        return self._queue
+
+    @property
+    def jobs(self) -> JobService:
+        assert self._jobs is not None, "the node is not started"
+        return self._jobs
+
+    async def start(self) -> None:
+        """Open the store, settle what a crash left behind, then start the loops."""
+        self._store = await open_store(self.config.database_url)
+        self._queue = MemoryQueue()
+        self._http = httpx.AsyncClient()
+        self.scheduler = Scheduler(
+            self.store, self.queue, self.clock, self.metrics, self.info.id
+        )
+        self._jobs = JobService(
+            self.store,
+            self.queue,
+            self.clock,
+            max_jobs=self.config.limits.max_jobs,
+            wake_scheduler=self.scheduler.wake,
+        )
+        self.workers = WorkerPool(
+            self.store,
+            self.queue,
+            self.clock,
+            self.metrics,
+            Executors(self._http, self.clock, self.config.limits.output_bytes),
+            node_id=self.info.id,
+            config=self.config,
+            rng=self.rng,
+            wake_scheduler=self.scheduler.wake,
+        )
+        self.pruner = Pruner(self.store, self.clock, self.config.history.retention_days)
+        await self.workers.recover()
+        self.workers.start()
+        self.scheduler.start()
+        self.pruner.start()
+        log.info(
+            "node %s started",
+            self.info.id,
+            extra={"event": "node.started", "node_id": self.info.id},
+        )
+
+    async def stop(self) -> None:
+        """Stop taking work, give running attempts their grace, then close everything."""
+        if self.pruner is not None:
+            await self.pruner.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.workers is not None:
+            await self.workers.stop(self.config.workers.shutdown_grace)
+        if self._http is not None:
+            await self._http.aclose()
+        if self._queue is not None:
+            await self._queue.close()
+        if self._store is not None:
+            await self._store.close()
+        log.info(
+            "node %s stopped",
+            self.info.id,
+            extra={"event": "node.stopped", "node_id": self.info.id},
+        )
+
+    async def ready(self) -> tuple[bool, dict[str, str]]:
+        """Tell whether this node can serve: its store answers and its loops run."""
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self.store.ping(), 2.0)
+            checks["store"] = "ok"
+        except Exception as exc:  # any failure means not ready; the reason is shown
+            checks["store"] = f"error: {exc}"
+        for name, part in (("scheduler", self.scheduler), ("workers", self.workers)):
+            checks[name] = "ok" if part is not None and part.running else "stopped"
+        return all(v == "ok" for v in checks.values()), checks

@@ -1,0 +1,71 @@
+"""Delete runs older than `history.retention_days`, in small batches, in the background.
+
+Small batches keep each transaction short, so pruning a large backlog never holds the
+store's write lock long enough to delay fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from socmeth.clock import Clock
+from socmeth.store.base import Store
+
+log = logging.getLogger(__name__)
+
+PRUNE_BATCH = 500
+PRUNE_INTERVAL_S = 60.0
+
+
+class Pruner:
+    """Keep history within its retention."""
+
+    def __init__(self, store: Store, clock: Clock, retention_days: int) -> None:
+        self._store = store
+        self._clock = clock
+        self._retention = timedelta(days=retention_days)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="pruner")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def prune(self) -> int:
+        """Delete every run past retention, batch by batch; return how many."""
+        cutoff = self._clock.now() - self._retention
+        total = 0
+        while deleted := await self._store.prune_runs(cutoff, PRUNE_BATCH):
+            total += deleted
+            await asyncio.sleep(0)  # let fires and attempts through between batches
+        if total:
+            log.info(
+                "pruned %s runs that ended before %s",
+                total,
+                cutoff.isoformat(),
+                extra={"event": "history.pruned", "count": total},
+            )
+        return total
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning(
+                    "pruning history failed; will retry",
+                    exc_info=True,
+                    extra={"event": "history.prune_failed"},
+                )
+            await self._clock.sleep(PRUNE_INTERVAL_S)

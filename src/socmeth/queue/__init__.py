@@ -1,0 +1,1 @@
+"""Queue interface and implementations."""

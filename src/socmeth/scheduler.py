@@ -1,0 +1,189 @@
+"""Turn due fires and due retries into queued attempts, one turn at a time.
+
+Each turn reads the clock once and:
+
+1. reads due jobs through the index on next fires (`Store.due_jobs`), plans their runs
+   with `fires.plan_job_fires` (pure) and writes runs and next fires in one transaction
+   (`Store.record_fires`), which the unique (job, scheduled instant) key guards;
+2. cancels the runs a `concurrency: replace` fire displaces;
+3. starts the attempts of runs whose pending retry is due;
+4. publishes the new queued attempts.
+
+It then sleeps until the earliest next fire or retry, at most `MAX_SLEEP_S`, or until
+woken (a job changed, an attempt asked for a retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from socmeth.clock import Clock
+from socmeth.fires import plan_job_fires
+from socmeth.metrics import Metrics
+from socmeth.models import Run, RunState
+from socmeth.queue.base import Queue
+from socmeth.store.base import FireAdvance, NewRun, QueuedAttempt, Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000  # due jobs or retries handled per statement batch
+MAX_SLEEP_S = 1.0  # bounds the delay of fires of jobs changed by another process
+ERROR_BACKOFF_S = (0.5, 1, 2, 5)
+
+
+class Scheduler:
+    """Run the scheduler loop of this node."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: Queue,
+        clock: Clock,
+        metrics: Metrics,
+        node_id: str,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._clock = clock
+        self._metrics = metrics
+        self._node_id = node_id
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.started_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start the loop; fires before this instant count as missed."""
+        self.started_at = self._clock.now()
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+
+    def wake(self) -> None:
+        """Make the loop take a turn now."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop the loop after its current turn."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def _loop(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                await self.turn(self._clock.now())
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = ERROR_BACKOFF_S[min(failures, len(ERROR_BACKOFF_S) - 1)]
+                failures += 1
+                log.exception(
+                    "scheduler turn failed; retrying in %ss",
+                    delay,
+                    extra={"event": "scheduler.turn_failed"},
+                )
+                await self._clock.sleep(delay)
+                continue
+            await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        due_at = await self._store.next_due_at()
+        now = self._clock.now()
+        delay = MAX_SLEEP_S
+        if due_at is not None:
+            delay = min(delay, max(0.0, (due_at - now).total_seconds()))
+        if delay <= 0:
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
+    async def turn(self, now: datetime) -> int:
+        """Take one turn at `now`; return how many attempts it queued."""
+        assert self.started_at is not None, "start() sets the start instant"
+        queued = await self._fire_due_jobs(now)
+        queued.extend(await self._start_due_retries(now))
+        if queued:
+            await self._queue.publish(queued)
+        return len(queued)
+
+    async def _fire_due_jobs(self, now: datetime) -> list[QueuedAttempt]:
+        assert self.started_at is not None
+        queued: list[QueuedAttempt] = []
+        while jobs := await self._store.due_jobs(now, BATCH):
+            active = await self._store.active_runs([job.id for job in jobs])
+            advances: list[FireAdvance] = []
+            new_runs: list[NewRun] = []
+            cancel_ids: list[int] = []
+            for job in jobs:
+                plan = plan_job_fires(
+                    job, active.get(job.id, []), now, self.started_at
+                )
+                advances.append(plan.advance)
+                new_runs.extend(plan.runs)
+                cancel_ids.extend(plan.cancel_run_ids)
+            for run_id in cancel_ids:
+                await self._store.cancel_run(run_id, "replaced by a newer fire", now)
+            created = await self._store.record_fires(advances, new_runs, now)
+            queued.extend(self._note_created(created))
+            if len(jobs) < BATCH:
+                break
+        return queued
+
+    def _note_created(self, runs: list[Run]) -> list[QueuedAttempt]:
+        queued = []
+        for run in runs:
+            if run.state is RunState.SKIPPED:
+                self._metrics.runs_ended.labels(job=run.job_name, state="skipped").inc()
+                log.info(
+                    "run %s of job %s skipped: %s",
+                    run.id,
+                    run.job_name,
+                    run.reason,
+                    extra={"event": "run.skipped", "run_id": run.id},
+                )
+                continue
+            attempt = run.last_attempt
+            if attempt is not None:
+                queued.append(QueuedAttempt(attempt.id, run.id, attempt.number))
+            log.info(
+                "run %s of job %s queued for the fire at %s%s",
+                run.id,
+                run.job_name,
+                run.scheduled_at.isoformat() if run.scheduled_at else "-",
+                " (late)" if run.late else "",
+                extra={"event": "run.queued", "run_id": run.id, "late": run.late},
+            )
+        return queued
+
+    async def _start_due_retries(self, now: datetime) -> list[QueuedAttempt]:
+        queued: list[QueuedAttempt] = []
+        for run in await self._store.due_retries(now, BATCH):
+            attempt = await self._store.start_retry(run.id, now)
+            if attempt is None:
+                continue
+            queued.append(attempt)
+            log.info(
+                "run %s of job %s queued attempt %s",
+                run.id,
+                run.job_name,
+                attempt.number,
+                extra={"event": "attempt.queued", "run_id": run.id},
+            )
+        return queued

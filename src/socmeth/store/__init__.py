@@ -1,0 +1,1 @@
+"""Store interface and implementations."""

@@ -1,0 +1,352 @@
+"""Define the store: the one source of truth for jobs, runs and attempts.
+
+Every implementation keeps these invariants, which the scheduler and workers rely on:
+
+- A run for a fire is created only by the insert that the unique (job, scheduled
+  instant) key guards, in the same transaction that moves the job's `next_fire_at` on;
+  a second run for the same fire is never stored, whatever restarts or races happen.
+- A worker executes an attempt only after `claim_attempt` updated exactly one row from
+  `queued` to `running`; a redelivered queue message therefore never runs twice.
+- A write that is refused (duplicate name, missing job) changes nothing.
+
+All instants are aware UTC datetimes. Methods raise `NotFoundError` for a missing job,
+run or attempt, `ConflictError` for a clash with stored state and `StoreError` when
+the store itself fails.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from socmeth.models import (
+    Attempt,
+    AttemptState,
+    Job,
+    JobDefinition,
+    Run,
+    RunState,
+    Trigger,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """Hold one page of a collection and the cursor of the next, None at the end."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Narrow a job listing: a substring of the name, enabled or not, a tag."""
+
+    search: str | None = None
+    enabled: bool | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Narrow a run listing; every field left None matches everything."""
+
+    job_id: int | None = None
+    states: frozenset[RunState] | None = None
+    trigger: Trigger | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """Describe a run to create.
+
+    A run created `queued` gets attempt 1 in the same transaction; one created in a
+    final state (`skipped`) gets no attempt and its `finished_at` is the creation time.
+    """
+
+    job_id: int
+    trigger: Trigger
+    scheduled_at: datetime | None
+    state: RunState = RunState.QUEUED
+    reason: str | None = None
+    late: bool = False
+
+
+@dataclass(frozen=True)
+class FireAdvance:
+    """Move a job's next fire on, only if it still holds the value the planner read.
+
+    The condition keeps a planner from overwriting a schedule that an update changed
+    between its read and its write.
+    """
+
+    job_id: int
+    expected_next_fire_at: datetime
+    next_fire_at: datetime | None
+
+
+@dataclass(frozen=True)
+class QueuedAttempt:
+    """Name an attempt that waits in the queue: what a queue message carries."""
+
+    attempt_id: int
+    run_id: int
+    number: int
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """Carry the end of an attempt and what the run does next.
+
+    `next_attempt_at` set: the run goes back to `queued` with a pending retry. Unset:
+    the run ends in `run_state`.
+    """
+
+    state: AttemptState
+    run_state: RunState
+    exit_code: int | None = None
+    http_status: int | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedAttempt:
+    """Give a worker everything it needs to execute an attempt it claimed."""
+
+    attempt: Attempt
+    run: Run
+    job: Job
+    previous_run: Run | None  # the job's latest ended run before this one
+
+
+@dataclass(frozen=True)
+class ClaimBatch:
+    """Split the attempts a worker tried to claim.
+
+    `deferred` holds attempts still queued that were not claimed because the cluster
+    already runs `max_running` attempts; the rest (claimed elsewhere, cancelled,
+    deleted) are in neither list and their messages can be dropped.
+    """
+
+    claimed: list[ClaimedAttempt]
+    deferred: list[int]
+
+
+@dataclass(frozen=True)
+class AttemptFinish:
+    """Carry one ended attempt to the store, with its final output tail."""
+
+    attempt_id: int
+    outcome: AttemptOutcome
+    output: str | None = None
+    output_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class RunningAttempt:
+    """Describe an attempt a node runs, for reaping and cancel checks."""
+
+    attempt: Attempt
+    run: Run
+    job: Job
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    enabled: int = 0
+    paused: int = 0
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    by_state: dict[RunState, int] = field(default_factory=dict)
+
+
+class Store(ABC):
+    """Keep jobs, runs and attempts; see the module docstring for the invariants."""
+
+    # Lifecycle
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release every connection."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreError unless the store answers a trivial query."""
+
+    # Jobs
+
+    @abstractmethod
+    async def create_job(
+        self, definition: JobDefinition, next_fire_at: datetime | None, now: datetime
+    ) -> Job:
+        """Store a new job; ConflictError when the name is taken."""
+
+    @abstractmethod
+    async def update_job(
+        self,
+        job_id: int,
+        definition: JobDefinition,
+        next_fire_at: datetime | None,
+        now: datetime,
+    ) -> Job:
+        """Replace a job's definition and next fire; ConflictError on a taken name."""
+
+    @abstractmethod
+    async def delete_job(self, job_id: int) -> None:
+        """Delete a job with its runs, attempts and output."""
+
+    @abstractmethod
+    async def get_job(self, job_id: int) -> Job:
+        """Return one job by id."""
+
+    @abstractmethod
+    async def get_job_by_name(self, name: str) -> Job:
+        """Return one job by name."""
+
+    @abstractmethod
+    async def list_jobs(
+        self, job_filter: JobFilter, limit: int, cursor: str | None
+    ) -> Page[Job]:
+        """Return jobs ordered by name, `limit` at a time."""
+
+    @abstractmethod
+    async def count_jobs(self) -> JobCounts:
+        """Count jobs by enabled and paused."""
+
+    @abstractmethod
+    async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
+        """Return enabled jobs whose next fire is at or before `now`, earliest first.
+
+        An index lookup on the next fire, never a scan of every job.
+        """
+
+    @abstractmethod
+    async def next_due_at(self) -> datetime | None:
+        """Return the earliest next fire or pending retry, for the scheduler's sleep."""
+
+    # Runs
+
+    @abstractmethod
+    async def record_fires(
+        self, advances: Sequence[FireAdvance], runs: Sequence[NewRun], now: datetime
+    ) -> list[Run]:
+        """Create runs for fires and move next fires on, in one transaction.
+
+        A run whose (job, scheduled instant) already exists is left out silently, and
+        so is a run whose job's advance no longer matched; the runs actually created
+        are returned, with their first attempts.
+        """
+
+    @abstractmethod
+    async def create_run(self, new_run: NewRun, now: datetime) -> Run:
+        """Create one run outside the schedule (manual or dependency trigger)."""
+
+    @abstractmethod
+    async def get_run(self, run_id: int) -> Run:
+        """Return one run with its attempts."""
+
+    @abstractmethod
+    async def list_runs(
+        self, run_filter: RunFilter, limit: int, cursor: str | None
+    ) -> Page[Run]:
+        """Return runs newest first, each with its attempts."""
+
+    @abstractmethod
+    async def active_runs(self, job_ids: Sequence[int]) -> dict[int, list[Run]]:
+        """Return the waiting, queued and running runs of the given jobs."""
+
+    @abstractmethod
+    async def previous_final_run(self, job_id: int, before_run_id: int) -> Run | None:
+        """Return the job's latest ended run older than `before_run_id`."""
+
+    @abstractmethod
+    async def count_runs(self) -> RunCounts:
+        """Count runs by state."""
+
+    @abstractmethod
+    async def cancel_run(self, run_id: int, reason: str, now: datetime) -> Run:
+        """Cancel a run.
+
+        A run with no running attempt ends `cancelled` at once (its queued attempt,
+        if any, ends `cancelled` too); a running one is marked so that its worker stops
+        it. A run already ended is returned unchanged.
+        """
+
+    @abstractmethod
+    async def prune_runs(self, finished_before: datetime, limit: int) -> int:
+        """Delete up to `limit` ended runs finished before the instant; return count."""
+
+    # Attempts
+
+    @abstractmethod
+    async def claim_attempts(
+        self,
+        attempt_ids: Sequence[int],
+        node_id: str,
+        now: datetime,
+        max_running: int,
+    ) -> ClaimBatch:
+        """Move queued attempts to running for `node_id`, in one transaction.
+
+        An attempt is claimed only when its row changed from `queued` to `running`,
+        and only while fewer than `max_running` attempts run in the whole store; its
+        run becomes `running`. See ClaimBatch for the ones not claimed.
+        """
+
+    @abstractmethod
+    async def finish_attempts(
+        self, finishes: Sequence[AttemptFinish], now: datetime
+    ) -> list[Run | None]:
+        """Record ended attempts and settle their runs, in one transaction.
+
+        For each finish, in order: the attempt gets its final state, result and output;
+        its run goes back to `queued` with `next_attempt_at` when the outcome has a
+        retry, or ends in the outcome's run state. Returns each run as it is now, or
+        None where the attempt was no longer running (already settled elsewhere).
+        """
+
+    @abstractmethod
+    async def save_outputs(self, outputs: Sequence[tuple[int, str, bool]]) -> None:
+        """Store (attempt id, output tail, truncated) of running attempts."""
+
+    @abstractmethod
+    async def get_output(self, run_id: int, number: int) -> tuple[Attempt, str]:
+        """Return an attempt of a run and its stored output."""
+
+    @abstractmethod
+    async def due_retries(self, now: datetime, limit: int) -> list[Run]:
+        """Return queued runs whose pending retry is due."""
+
+    @abstractmethod
+    async def start_retry(self, run_id: int, now: datetime) -> QueuedAttempt | None:
+        """Create the run's next attempt, queued, and clear its pending retry.
+
+        None when the run no longer waits for a retry (cancelled meanwhile).
+        """
+
+    @abstractmethod
+    async def queued_attempts(self, limit: int, after_id: int) -> list[QueuedAttempt]:
+        """Return queued attempts with ids above `after_id`, for re-publishing."""
+
+    @abstractmethod
+    async def running_attempts(self, node_id: str | None) -> list[RunningAttempt]:
+        """Return running attempts, of one node or of all nodes."""
+
+    @abstractmethod
+    async def cancel_requested(self, attempt_ids: Sequence[int]) -> set[int]:
+        """Return which of the running attempts have been asked to stop."""
+
+    @abstractmethod
+    async def running_count(self) -> int:
+        """Count running attempts in the whole store."""

@@ -1,0 +1,418 @@
+"""Execute queued attempts on this node, `workers.count` at a time.
+
+The pool has three loops:
+
+- the receiver takes messages from the queue while a slot is free and claims their
+  attempts in the store; a worker executes an attempt only after its claim moved the
+  row from `queued` to `running`, so a redelivered message never runs twice;
+- the finisher writes ended attempts to the store in batches (one transaction for all
+  that ended together), so a thousand short attempts do not cost a thousand commits;
+- the watcher, once a second, saves the output tails that grew (the live output) and
+  stops attempts whose run was cancelled.
+
+On stop no new attempt is claimed; running ones get a grace period, then are killed
+and recorded `lost`, which the retry policy follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from socmeth.clock import Clock
+from socmeth.config import Config
+from socmeth.executors import ExecutionContext, Executors, OutputTail
+from socmeth.executors.base import ExecutionResult
+from socmeth.metrics import Metrics
+from socmeth.models import AttemptState, Run, RunState
+from socmeth.queue.base import Delivery, Queue
+from socmeth.retry import settle_attempt
+from socmeth.store.base import AttemptFinish, ClaimedAttempt, Store
+
+log = logging.getLogger(__name__)
+
+RECEIVE_TIMEOUT_S = 1.0
+WATCH_INTERVAL_S = 1.0
+DEFER_DELAY_S = 0.25  # wait before claiming again when the cluster is at capacity
+FINISH_BATCH = 500
+REPUBLISH_BATCH = 1000
+
+
+@dataclass
+class _Running:
+    """Track one attempt this node executes."""
+
+    claimed: ClaimedAttempt
+    delivery: Delivery
+    output: OutputTail
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: bool = False  # killed by shutdown: recorded as lost whatever it returned
+    saved_version: int = -1
+
+
+class WorkerPool:
+    """Receive, claim, execute and record attempts for one node."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: Queue,
+        clock: Clock,
+        metrics: Metrics,
+        executors: Executors,
+        *,
+        node_id: str,
+        config: Config,
+        rng: random.Random,
+        wake_scheduler: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._clock = clock
+        self._metrics = metrics
+        self._executors = executors
+        self._node_id = node_id
+        self._config = config
+        self._rng = rng
+        self._wake_scheduler = wake_scheduler
+        self._running: dict[int, _Running] = {}
+        self._slot_freed = asyncio.Event()
+        self._finishes: asyncio.Queue[
+            tuple[AttemptFinish, asyncio.Future[None]]
+        ] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executions: set[asyncio.Task[None]] = set()
+        self._receiving = False
+
+    @property
+    def running(self) -> bool:
+        return self._receiving and all(not t.done() for t in self._tasks)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._running)
+
+    def live_output(self, attempt_id: int) -> OutputTail | None:
+        """Return the output tail of an attempt this node runs right now."""
+        entry = self._running.get(attempt_id)
+        return entry.output if entry else None
+
+    async def recover(self) -> None:
+        """Settle attempts a crash left running and re-publish queued ones.
+
+        In embedded mode this node is the only one, so every running attempt in the
+        store belonged to a process that is gone: each becomes `lost` and the retry
+        policy decides what follows.
+        """
+        now = self._clock.now()
+        orphans = await self._store.running_attempts(None)
+        finishes = []
+        for orphan in orphans:
+            outcome = settle_attempt(
+                orphan.job.definition,
+                orphan.attempt.number,
+                AttemptState.LOST,
+                now,
+                self._rng,
+                error="the node running this attempt stopped before it ended",
+            )
+            finishes.append(AttemptFinish(orphan.attempt.id, outcome))
+            log.warning(
+                "attempt %s of run %s lost: its node stopped",
+                orphan.attempt.number,
+                orphan.run.id,
+                extra={"event": "attempt.lost", "run_id": orphan.run.id},
+            )
+        if finishes:
+            await self._store.finish_attempts(finishes, now)
+        await self._republish_queued()
+
+    async def _republish_queued(self) -> None:
+        after_id = 0
+        while batch := await self._store.queued_attempts(REPUBLISH_BATCH, after_id):
+            await self._queue.publish(batch)
+            after_id = batch[-1].attempt_id
+
+    def start(self) -> None:
+        """Start the receiver, finisher and watcher loops."""
+        self._receiving = True
+        self._tasks = [
+            asyncio.create_task(self._receive_loop(), name="worker-receive"),
+            asyncio.create_task(self._finish_loop(), name="worker-finish"),
+            asyncio.create_task(self._watch_loop(), name="worker-watch"),
+        ]
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming, wait `grace_s` for running attempts, then kill the rest."""
+        self._receiving = False
+        receiver = self._tasks[0] if self._tasks else None
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+        if self._executions:
+            await asyncio.wait(set(self._executions), timeout=grace_s)
+        for entry in self._running.values():
+            entry.lost = True
+            entry.cancel.set()
+        if self._executions:
+            await asyncio.wait(set(self._executions))
+        await self._finishes.join()
+        for task in self._tasks[1:]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # The receiver
+
+    async def _receive_loop(self) -> None:
+        deferred: list[Delivery] = []
+        while self._receiving:
+            free = self._config.workers.count - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                deferred = await self._receive_and_claim(deferred, free)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "receiving attempts failed; retrying",
+                    extra={"event": "worker.receive_failed"},
+                )
+                await self._clock.sleep(1.0)
+
+    async def _receive_and_claim(
+        self, deferred: list[Delivery], free: int
+    ) -> list[Delivery]:
+        """Claim deferred deliveries first, then new ones; return what stays deferred."""
+        deliveries = deferred[:free]
+        rest = deferred[free:]
+        if len(deliveries) < free and not rest:
+            deliveries += await self._queue.receive(
+                self._node_id,
+                free - len(deliveries),
+                DEFER_DELAY_S if deliveries else RECEIVE_TIMEOUT_S,
+            )
+        if not deliveries:
+            return rest
+        by_id = {d.attempt.attempt_id: d for d in deliveries}
+        now = self._clock.now()
+        batch = await self._store.claim_attempts(
+            list(by_id), self._node_id, now, self._config.scheduler.max_concurrent_jobs
+        )
+        for claimed in batch.claimed:
+            self._begin(claimed, by_id.pop(claimed.attempt.id), now)
+        still_deferred = [by_id.pop(i) for i in batch.deferred if i in by_id]
+        await self._queue.ack(list(by_id.values()))  # not claimable: drop
+        if still_deferred:
+            await self._clock.sleep(DEFER_DELAY_S)
+        return still_deferred + rest
+
+    def _begin(self, claimed: ClaimedAttempt, delivery: Delivery, now: datetime) -> None:
+        run = claimed.run
+        if claimed.attempt.number == 1 and run.scheduled_at is not None:
+            lateness = (now - run.scheduled_at).total_seconds()
+            self._metrics.schedule_lateness.observe(max(0.0, lateness))
+        entry = _Running(claimed, delivery, OutputTail(self._config.limits.output_bytes))
+        self._running[claimed.attempt.id] = entry
+        task = asyncio.create_task(self._execute(entry), name=f"attempt-{run.id}")
+        self._executions.add(task)
+        task.add_done_callback(self._executions.discard)
+        log.info(
+            "attempt %s of run %s (job %s) started",
+            claimed.attempt.number,
+            run.id,
+            claimed.job.name,
+            extra={"event": "attempt.started", "run_id": run.id},
+        )
+
+    # One attempt
+
+    async def _execute(self, entry: _Running) -> None:
+        claimed = entry.claimed
+        started = self._clock.monotonic()
+        try:
+            result = await self._executors.execute(
+                self._context(claimed), entry.output, entry.cancel
+            )
+        except Exception as exc:  # a bug of ours must not leave the run active
+            log.exception(
+                "executing run %s failed inside socmeth",
+                claimed.run.id,
+                extra={"event": "attempt.internal_error", "run_id": claimed.run.id},
+            )
+            result = ExecutionResult(AttemptState.FAILED, error=f"socmeth error: {exc}")
+        if entry.lost:
+            result = ExecutionResult(
+                AttemptState.LOST,
+                exit_code=result.exit_code,
+                error="the node stopped before the attempt ended",
+            )
+        duration = self._clock.monotonic() - started
+        self._metrics.attempt_duration.labels(
+            type=claimed.job.definition.type.value, state=result.state.value
+        ).observe(duration)
+        await self._record(entry, result)
+
+    def _context(self, claimed: ClaimedAttempt) -> ExecutionContext:
+        job = claimed.job
+        cap = timedelta(seconds=self._config.scheduler.max_job_timeout)
+        previous = claimed.previous_run
+        return ExecutionContext(
+            job=job,
+            run_id=claimed.run.id,
+            attempt=claimed.attempt.number,
+            trigger=claimed.run.trigger,
+            scheduled_at=claimed.run.scheduled_at,
+            previous_state=previous.state if previous else None,
+            previous_run_id=previous.id if previous else None,
+            timeout=min(job.definition.timeout, cap),
+            kill_grace=timedelta(seconds=self._config.scheduler.kill_grace),
+        )
+
+    async def _record(self, entry: _Running, result: ExecutionResult) -> None:
+        claimed = entry.claimed
+        outcome = settle_attempt(
+            claimed.job.definition,
+            claimed.attempt.number,
+            result.state,
+            self._clock.now(),
+            self._rng,
+            exit_code=result.exit_code,
+            http_status=result.http_status,
+            error=result.error,
+        )
+        finish = AttemptFinish(
+            claimed.attempt.id,
+            outcome,
+            entry.output.text(),
+            entry.output.truncated,
+        )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._finishes.put((finish, done))
+        try:
+            await done
+        finally:
+            await self._queue.ack([entry.delivery])
+            del self._running[claimed.attempt.id]
+            self._slot_freed.set()
+        self._log_end(claimed, result, outcome.next_attempt_at)
+
+    def _log_end(
+        self,
+        claimed: ClaimedAttempt,
+        result: ExecutionResult,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        run = claimed.run
+        extra = {"event": "attempt.ended", "run_id": run.id, "state": result.state}
+        if result.state is AttemptState.SUCCEEDED:
+            log.info("attempt %s of run %s (job %s) succeeded", claimed.attempt.number,
+                     run.id, claimed.job.name, extra=extra)
+            return
+        log.warning(
+            "attempt %s of run %s (job %s) ended %s: %s%s",
+            claimed.attempt.number,
+            run.id,
+            claimed.job.name,
+            result.state,
+            result.error or "-",
+            f"; retry at {next_attempt_at.isoformat()}" if next_attempt_at else "",
+            extra=extra,
+        )
+
+    # The finisher
+
+    async def _finish_loop(self) -> None:
+        while True:
+            first = await self._finishes.get()
+            batch = [first]
+            while len(batch) < FINISH_BATCH and not self._finishes.empty():
+                batch.append(self._finishes.get_nowait())
+            try:
+                await self._write_finishes(batch)
+            finally:
+                for _ in batch:
+                    self._finishes.task_done()
+
+    async def _write_finishes(
+        self, batch: list[tuple[AttemptFinish, asyncio.Future[None]]]
+    ) -> None:
+        delay = 0.5
+        while True:
+            try:
+                runs = await self._store.finish_attempts(
+                    [finish for finish, _ in batch], self._clock.now()
+                )
+                break
+            except Exception:
+                # The attempts ended; losing their result would leave runs active
+                # with no owner, so keep trying until the store answers.
+                log.exception(
+                    "recording %s ended attempts failed; retrying in %ss",
+                    len(batch),
+                    delay,
+                    extra={"event": "worker.finish_failed"},
+                )
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._count_runs(runs)
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
+
+    def _count_runs(self, runs: list[Run | None]) -> None:
+        retry_pending = False
+        for run in runs:
+            if run is None:
+                continue
+            state = run.state
+            if state is RunState.QUEUED:
+                retry_pending = True
+            elif not state.is_active:
+                self._metrics.runs_ended.labels(job=run.job_name, state=state).inc()
+        if retry_pending:
+            self._wake_scheduler()
+
+    # The watcher
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await self._clock.sleep(WATCH_INTERVAL_S)
+            try:
+                await self._watch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning(
+                    "saving live output or checking cancels failed; will retry",
+                    exc_info=True,
+                    extra={"event": "worker.watch_failed"},
+                )
+
+    async def _watch_once(self) -> None:
+        entries = list(self._running.values())
+        if not entries:
+            return
+        changed = [e for e in entries if e.output.version != e.saved_version]
+        if changed:
+            await self._store.save_outputs(
+                [(e.claimed.attempt.id, e.output.text(), e.output.truncated)
+                 for e in changed]
+            )
+            for entry in changed:
+                entry.saved_version = entry.output.version
+        ids = [e.claimed.attempt.id for e in entries]
+        for attempt_id in await self._store.cancel_requested(ids):
+            entry = self._running.get(attempt_id)
+            if entry is not None and not entry.cancel.is_set():
+                entry.cancel.set()
