@@ -37,7 +37,7 @@ def schedule_of(definition: JobDefinition, anchor_at: datetime) -> Schedule | No
 def next_fire_at(
     definition: JobDefinition, anchor_at: datetime, after: datetime
 ) -> datetime | None:
-    """Return the job's first fire strictly after `after`, None if paused or unscheduled."""
+    """Return the first fire strictly after `after`; None if paused or unscheduled."""
     schedule = schedule_of(definition, anchor_at)
     if schedule is None or not definition.enabled:
         return None
@@ -114,14 +114,14 @@ def _last_fire_before(
     so an outage of a month costs a few steps even for an `@every 1s` job.
     """
     window = timedelta(seconds=1)
-    while True:
+    last = None
+    while last is None:
         start = max(instant - window, first - timedelta(microseconds=1))
         probe = schedule.next_fire(start)
         if probe is not None and probe < instant:
-            break
+            last = probe
         window *= 2
-    last = probe
-    while (probe := schedule.next_fire(probe)) is not None and probe < instant:
+    while (probe := schedule.next_fire(last)) is not None and probe < instant:
         last = probe
     return last
 

@@ -81,7 +81,7 @@ class JobService:
         return updated
 
     async def set_enabled(self, job: Job, enabled: bool) -> Job:
-        """Pause or resume a job; a resumed job fires next after now, not in the past."""
+        """Pause or resume a job; a resumed job next fires after now, not before."""
         if job.definition.enabled == enabled:
             return job
         definition = replace(job.definition, enabled=enabled)

@@ -52,6 +52,8 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(logging.WARNING)
     for name in ("socmeth", "uvicorn", "uvicorn.error"):
         logging.getLogger(name).setLevel(level.upper())
+    # httpx logs every request's full URL at INFO, and URLs can carry tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Access lines would log every poll of the dashboard; keep them for debug.
     logging.getLogger("uvicorn.access").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING

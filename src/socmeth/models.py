@@ -20,7 +20,7 @@ class JobType(StrEnum):
 
 
 class Concurrency(StrEnum):
-    """Say what a fire does while the job still has an active run (Kubernetes' words)."""
+    """Say what a fire does while the job has an active run (Kubernetes' words)."""
 
     ALLOW = "allow"
     FORBID = "forbid"

@@ -65,6 +65,7 @@ class Node:
         self._queue: Queue | None = None
         self._jobs: JobService | None = None
         self._http: httpx.AsyncClient | None = None
+        self._executors: Executors | None = None
         self.scheduler: Scheduler | None = None
         self.workers: WorkerPool | None = None
         self.pruner: Pruner | None = None
@@ -88,7 +89,13 @@ class Node:
         """Open the store, settle what a crash left behind, then start the loops."""
         self._store = await open_store(self.config.database_url)
         self._queue = MemoryQueue()
-        self._http = httpx.AsyncClient()
+        # Every worker slot may hold a connection; a smaller pool would turn waiting
+        # for a connection into a job timeout.
+        slots = self.config.workers.count
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+        )
+        self._executors = Executors(self._http, self.clock)
         self.scheduler = Scheduler(
             self.store, self.queue, self.clock, self.metrics, self.info.id
         )
@@ -104,7 +111,7 @@ class Node:
             self.queue,
             self.clock,
             self.metrics,
-            Executors(self._http, self.clock, self.config.limits.output_bytes),
+            self._executors,
             node_id=self.info.id,
             config=self.config,
             rng=self.rng,
@@ -122,13 +129,15 @@ class Node:
         )
 
     async def stop(self) -> None:
-        """Stop taking work, give running attempts their grace, then close everything."""
+        """Stop taking work, give running attempts their grace, then close all."""
         if self.pruner is not None:
             await self.pruner.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.workers is not None:
             await self.workers.stop(self.config.workers.shutdown_grace)
+        if self._executors is not None:
+            self._executors.close()
         if self._http is not None:
             await self._http.aclose()
         if self._queue is not None:

@@ -16,6 +16,7 @@ woken (a job changed, an attempt asked for a retry).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 
@@ -71,10 +72,8 @@ class Scheduler:
         if self._task is None:
             return
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._task = None
 
     async def _loop(self) -> None:
@@ -132,9 +131,7 @@ class Scheduler:
             new_runs: list[NewRun] = []
             cancel_ids: list[int] = []
             for job in jobs:
-                plan = plan_job_fires(
-                    job, active.get(job.id, []), now, self.started_at
-                )
+                plan = plan_job_fires(job, active.get(job.id, []), now, self.started_at)
                 advances.append(plan.advance)
                 new_runs.extend(plan.runs)
                 cancel_ids.extend(plan.cancel_run_ids)

@@ -32,7 +32,7 @@ from socmeth.metrics import Metrics
 from socmeth.models import AttemptState, Run, RunState
 from socmeth.queue.base import Delivery, Queue
 from socmeth.retry import settle_attempt
-from socmeth.store.base import AttemptFinish, ClaimedAttempt, Store
+from socmeth.store.base import AttemptFinish, AttemptOutcome, ClaimedAttempt, Store
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ class WorkerPool:
         self._wake_scheduler = wake_scheduler
         self._running: dict[int, _Running] = {}
         self._slot_freed = asyncio.Event()
-        self._finishes: asyncio.Queue[
-            tuple[AttemptFinish, asyncio.Future[None]]
-        ] = asyncio.Queue()
+        self._finishes: asyncio.Queue[tuple[AttemptFinish, asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._executions: set[asyncio.Task[None]] = set()
         self._receiving = False
@@ -193,7 +193,7 @@ class WorkerPool:
     async def _receive_and_claim(
         self, deferred: list[Delivery], free: int
     ) -> list[Delivery]:
-        """Claim deferred deliveries first, then new ones; return what stays deferred."""
+        """Claim deferred deliveries first, then new ones; return those deferred."""
         deliveries = deferred[:free]
         rest = deferred[free:]
         if len(deliveries) < free and not rest:
@@ -217,12 +217,16 @@ class WorkerPool:
             await self._clock.sleep(DEFER_DELAY_S)
         return still_deferred + rest
 
-    def _begin(self, claimed: ClaimedAttempt, delivery: Delivery, now: datetime) -> None:
+    def _begin(
+        self, claimed: ClaimedAttempt, delivery: Delivery, now: datetime
+    ) -> None:
         run = claimed.run
         if claimed.attempt.number == 1 and run.scheduled_at is not None:
             lateness = (now - run.scheduled_at).total_seconds()
             self._metrics.schedule_lateness.observe(max(0.0, lateness))
-        entry = _Running(claimed, delivery, OutputTail(self._config.limits.output_bytes))
+        entry = _Running(
+            claimed, delivery, OutputTail(self._config.limits.output_bytes)
+        )
         self._running[claimed.attempt.id] = entry
         task = asyncio.create_task(self._execute(entry), name=f"attempt-{run.id}")
         self._executions.add(task)
@@ -241,7 +245,8 @@ class WorkerPool:
         claimed = entry.claimed
         started = self._clock.monotonic()
         try:
-            result = await self._executors.execute(
+            executor = self._executors.for_type(claimed.job.definition.type)
+            result = await executor.execute(
                 self._context(claimed), entry.output, entry.cancel
             )
         except Exception as exc:  # a bug of ours must not leave the run active
@@ -251,17 +256,17 @@ class WorkerPool:
                 extra={"event": "attempt.internal_error", "run_id": claimed.run.id},
             )
             result = ExecutionResult(AttemptState.FAILED, error=f"socmeth error: {exc}")
+        state, error = result.state, result.error
         if entry.lost:
-            result = ExecutionResult(
+            state, error = (
                 AttemptState.LOST,
-                exit_code=result.exit_code,
-                error="the node stopped before the attempt ended",
+                "the node stopped before the attempt ended",
             )
         duration = self._clock.monotonic() - started
         self._metrics.attempt_duration.labels(
-            type=claimed.job.definition.type.value, state=result.state.value
+            type=claimed.job.definition.type.value, state=state.value
         ).observe(duration)
-        await self._record(entry, result)
+        await self._record(entry, result, state, error)
 
     def _context(self, claimed: ClaimedAttempt) -> ExecutionContext:
         job = claimed.job
@@ -279,17 +284,23 @@ class WorkerPool:
             kill_grace=timedelta(seconds=self._config.scheduler.kill_grace),
         )
 
-    async def _record(self, entry: _Running, result: ExecutionResult) -> None:
+    async def _record(
+        self,
+        entry: _Running,
+        result: ExecutionResult,
+        state: AttemptState,
+        error: str | None,
+    ) -> None:
         claimed = entry.claimed
         outcome = settle_attempt(
             claimed.job.definition,
             claimed.attempt.number,
-            result.state,
+            state,
             self._clock.now(),
             self._rng,
             exit_code=result.exit_code,
             http_status=result.http_status,
-            error=result.error,
+            error=error,
         )
         finish = AttemptFinish(
             claimed.attempt.id,
@@ -305,27 +316,29 @@ class WorkerPool:
             await self._queue.ack([entry.delivery])
             del self._running[claimed.attempt.id]
             self._slot_freed.set()
-        self._log_end(claimed, result, outcome.next_attempt_at)
+        self._log_end(claimed, outcome)
 
-    def _log_end(
-        self,
-        claimed: ClaimedAttempt,
-        result: ExecutionResult,
-        next_attempt_at: datetime | None,
-    ) -> None:
+    def _log_end(self, claimed: ClaimedAttempt, outcome: AttemptOutcome) -> None:
         run = claimed.run
-        extra = {"event": "attempt.ended", "run_id": run.id, "state": result.state}
-        if result.state is AttemptState.SUCCEEDED:
-            log.info("attempt %s of run %s (job %s) succeeded", claimed.attempt.number,
-                     run.id, claimed.job.name, extra=extra)
+        number = claimed.attempt.number
+        extra = {"event": "attempt.ended", "run_id": run.id, "state": outcome.state}
+        if outcome.state is AttemptState.SUCCEEDED:
+            log.info(
+                "attempt %s of run %s (job %s) succeeded",
+                number,
+                run.id,
+                claimed.job.name,
+                extra=extra,
+            )
             return
+        next_attempt_at = outcome.next_attempt_at
         log.warning(
             "attempt %s of run %s (job %s) ended %s: %s%s",
-            claimed.attempt.number,
+            number,
             run.id,
             claimed.job.name,
-            result.state,
-            result.error or "-",
+            outcome.state,
+            outcome.error or "-",
             f"; retry at {next_attempt_at.isoformat()}" if next_attempt_at else "",
             extra=extra,
         )
@@ -406,13 +419,15 @@ class WorkerPool:
         changed = [e for e in entries if e.output.version != e.saved_version]
         if changed:
             await self._store.save_outputs(
-                [(e.claimed.attempt.id, e.output.text(), e.output.truncated)
-                 for e in changed]
+                [
+                    (e.claimed.attempt.id, e.output.text(), e.output.truncated)
+                    for e in changed
+                ]
             )
             for entry in changed:
                 entry.saved_version = entry.output.version
         ids = [e.claimed.attempt.id for e in entries]
         for attempt_id in await self._store.cancel_requested(ids):
-            entry = self._running.get(attempt_id)
-            if entry is not None and not entry.cancel.is_set():
-                entry.cancel.set()
+            stopping = self._running.get(attempt_id)
+            if stopping is not None and not stopping.cancel.is_set():
+                stopping.cancel.set()

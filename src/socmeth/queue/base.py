@@ -51,7 +51,7 @@ class Queue(ABC):
     async def receive(
         self, consumer: str, max_count: int, timeout_s: float
     ) -> list[Delivery]:
-        """Take up to `max_count` messages, waiting at most `timeout_s` for the first."""
+        """Take up to `max_count` messages, waiting up to `timeout_s` for the first."""
 
     @abstractmethod
     async def ack(self, deliveries: Sequence[Delivery]) -> None:

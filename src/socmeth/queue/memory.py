@@ -43,7 +43,7 @@ class MemoryQueue(Queue):
                 await asyncio.wait_for(self._arrived.wait(), timeout_s)
             except TimeoutError:
                 return []
-        deliveries = []
+        deliveries: list[Delivery] = []
         while self._waiting and len(deliveries) < max_count:
             attempt = self._waiting.popleft()
             self._waiting_ids.discard(attempt.attempt_id)

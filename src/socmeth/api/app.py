@@ -1,0 +1,129 @@
+"""Build the FastAPI app of one node.
+
+The app does not start or stop the node: tests build it around a node they started,
+and `socmeth.server` passes a lifespan that starts and stops it with the server.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
+
+from socmeth import __version__
+from socmeth.api import jobs, runs, schedules, system
+from socmeth.api.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from socmeth.node import Node
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "Create, change, pause and run jobs; follow their runs and attempts; preview "
+    "schedules. Every error has the shape "
+    '`{"error": {"status", "message", "fields": [{"field", "message"}]}}`.'
+)
+
+
+def create_app(node: Node, *, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+    """Build the HTTP API around `node`; a given `lifespan` starts and stops it."""
+    app = FastAPI(
+        title="socmeth",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=node.config.server.max_request_bytes)
+    for module in (jobs, runs, schedules):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(system.router)
+    return app
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes with a 413 before any route sees it.
+
+    The declared Content-Length is checked first; the body is then read whole (it is
+    small by definition) and counted, because a chunked body declares no length. A
+    refused request reaches no route, so nothing of it is stored.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        declared = _content_length(scope)
+        if declared is not None and declared > self._limit:
+            await self._refuse(scope, receive, send, declared)
+            return
+
+        body, complete = await self._read_body(receive)
+        if not complete:
+            return
+        if len(body) > self._limit:
+            await self._refuse(scope, receive, send, len(body))
+            return
+
+        await self._app(scope, _replaying(body, receive), send)
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
+        """Read the body up to just past the limit; False when the client left."""
+        chunks: list[bytes] = []
+        size = 0
+        while size <= self._limit:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"", False
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks), True
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, size: int
+    ) -> None:
+        log.debug(
+            "refused a request body of %s bytes to %s",
+            size,
+            scope.get("path"),
+            extra={"event": "api.body_too_large"},
+        )
+        response = error_response(
+            413,
+            f"the request body is over {self._limit} bytes, the limit set by "
+            "server.max_request_bytes",
+        )
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """Return a receive that hands out the body read already, then the client's own."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

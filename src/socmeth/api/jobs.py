@@ -1,0 +1,107 @@
+"""Serve jobs: the README's seven endpoints, plus pause and resume.
+
+A job is addressed by id or by name (`JobService.resolve`: all digits is an id). Every
+change goes through `node.jobs`, which keeps next fires and the scheduler right.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from socmeth.api import NodeDep
+from socmeth.api.runs import RunQueryDep, list_run_page
+from socmeth.api.schemas import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    JobIn,
+    JobOut,
+    JobPage,
+    JobPatch,
+    RunOut,
+    RunPage,
+    apply_patch,
+    job_out,
+    run_out,
+    to_definition,
+)
+from socmeth.store.base import JobFilter
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+JobRef = Annotated[str, Path(description="A job id (all digits) or a job name.")]
+
+
+@router.get("")
+async def list_jobs(
+    node: NodeDep,
+    search: Annotated[
+        str | None, Query(max_length=200, description="A part of the name.")
+    ] = None,
+    enabled: bool | None = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> JobPage:
+    """List jobs ordered by name, optionally narrowed by name, state or tag."""
+    job_filter = JobFilter(search=search or None, enabled=enabled, tag=tag or None)
+    page = await node.store.list_jobs(job_filter, limit, cursor)
+    return JobPage(items=[job_out(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+@router.post("", status_code=201)
+async def create_job(node: NodeDep, body: JobIn, response: Response) -> JobOut:
+    """Create a job; fields left out get their defaults."""
+    job = await node.jobs.create(to_definition(body, node.config))
+    response.headers["Location"] = f"/api/jobs/{job.id}"
+    return job_out(job)
+
+
+@router.get("/{ref}")
+async def get_job(node: NodeDep, ref: JobRef) -> JobOut:
+    """Return one job."""
+    return job_out(await node.jobs.resolve(ref))
+
+
+@router.put("/{ref}")
+async def update_job(node: NodeDep, ref: JobRef, body: JobPatch) -> JobOut:
+    """Change the fields given; the others keep their stored values."""
+    job = await node.jobs.resolve(ref)
+    definition = apply_patch(job.definition, body, node.config)
+    return job_out(await node.jobs.update(job, definition))
+
+
+@router.delete("/{ref}", status_code=204)
+async def delete_job(node: NodeDep, ref: JobRef) -> Response:
+    """Delete a job and its history; its active runs are cancelled."""
+    await node.jobs.delete(await node.jobs.resolve(ref))
+    return Response(status_code=204)
+
+
+@router.post("/{ref}/run", status_code=202)
+async def run_job(node: NodeDep, ref: JobRef) -> RunOut:
+    """Start a manual run now; 409 while a forbid job has an active run."""
+    run = await node.jobs.run_now(await node.jobs.resolve(ref))
+    return run_out(run)
+
+
+@router.post("/{ref}/pause")
+async def pause_job(node: NodeDep, ref: JobRef) -> JobOut:
+    """Stop the job's schedule from firing; runs already made go on."""
+    job = await node.jobs.set_enabled(await node.jobs.resolve(ref), False)
+    return job_out(job)
+
+
+@router.post("/{ref}/resume")
+async def resume_job(node: NodeDep, ref: JobRef) -> JobOut:
+    """Let the job's schedule fire again, from the next fire after now."""
+    job = await node.jobs.set_enabled(await node.jobs.resolve(ref), True)
+    return job_out(job)
+
+
+@router.get("/{ref}/history")
+async def job_history(node: NodeDep, ref: JobRef, query: RunQueryDep) -> RunPage:
+    """List the job's runs, newest first, with the filters of GET /api/runs."""
+    job = await node.jobs.resolve(ref)
+    return await list_run_page(node, query, job.id)

@@ -1,0 +1,690 @@
+"""Translate between the API's JSON and socmeth's plain values.
+
+The pydantic models here are the edge: `JobIn` (the body of POST), `JobPatch` (PUT),
+`JobOut`, `RunOut`, pages, the schedule preview and the error body. Per-field rules
+(patterns, ranges, unknown fields) are pydantic's; rules that span fields (what each
+job type needs or refuses) or need the configuration (default time zone and timeout,
+the timeout cap) are checked by `to_definition`, which lists every bad field in one
+`socmeth.errors.ValidationError`.
+
+In the bodies a null means "the default", so that a client may send back any job it
+read. Instants go out as ISO 8601 in UTC with a `+00:00` offset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import pydantic
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+from socmeth.config import Config
+from socmeth.errors import FieldError, ScheduleError, ValidationError
+from socmeth.models import (
+    Attempt,
+    AttemptState,
+    Concurrency,
+    Job,
+    JobDefinition,
+    JobType,
+    Misfire,
+    RetryBackoff,
+    Run,
+    RunState,
+    Trigger,
+)
+from socmeth.schedule import parse_schedule, validate_timezone
+
+MASK = "********"
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+MAX_BACKOFF_S = 30 * 24 * 3600.0
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SECRET_HEADER_WORDS = ("token", "secret", "key", "password", "auth")
+_SECRET_ENV_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "PASS", "AUTH", "CREDENTIAL")
+
+# Which job types take each type-specific field (SPEC "Jobs").
+_TYPE_FIELDS: dict[str, frozenset[JobType]] = {
+    "command": frozenset({JobType.COMMAND}),
+    "url": frozenset({JobType.HTTP, JobType.WEBHOOK}),
+    "method": frozenset({JobType.HTTP}),
+    "headers": frozenset({JobType.HTTP, JobType.WEBHOOK}),
+    "body": frozenset({JobType.HTTP}),
+    "expect_status": frozenset({JobType.HTTP}),
+    "secret": frozenset({JobType.WEBHOOK}),
+}
+_REQUIRED_FIELD = {
+    JobType.COMMAND: "command",
+    JobType.HTTP: "url",
+    JobType.WEBHOOK: "url",
+}
+
+
+# Field types
+
+
+def _matching(pattern: str, rule: str) -> AfterValidator:
+    """Build a validator that refuses a string not matching `pattern`, saying `rule`."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} {rule}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _not_all_digits(name: str) -> str:
+    if name.isdigit():
+        raise ValueError(
+            f"{name!r} is all digits, which the API reads as a job id; add a letter"
+        )
+    return name
+
+
+def _http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host")
+    return url
+
+
+def _no_line_breaks(value: str) -> str:
+    if any(char in value for char in "\r\n\0"):
+        raise ValueError("must not contain line breaks or NUL characters")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _listed(value: object) -> object:
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _instant_out(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat()
+
+
+def _seconds_out(value: float) -> int | float:
+    """Write whole seconds without a fraction, as they were most likely given."""
+    return int(value) if value.is_integer() else value
+
+
+JobName = Annotated[
+    str,
+    Field(min_length=1, max_length=200),
+    _matching(
+        r"[a-z0-9][a-z0-9_.-]*",
+        "is not a valid job name: use lowercase letters, digits, '_', '.' and '-', "
+        "starting with a letter or a digit",
+    ),
+    AfterValidator(_not_all_digits),
+]
+Tag = Annotated[
+    str,
+    Field(min_length=1, max_length=64),
+    _matching(
+        r"[A-Za-z0-9][A-Za-z0-9_.:/-]*",
+        "is not a valid tag: use letters, digits, '_', '.', ':', '/' and '-'",
+    ),
+]
+EnvName = Annotated[
+    str,
+    Field(max_length=256),
+    _matching(
+        r"[A-Za-z_][A-Za-z0-9_]*",
+        "is not a valid environment variable name: use letters, digits and '_', "
+        "not starting with a digit",
+    ),
+]
+EnvValue = Annotated[str, AfterValidator(_no_nul)]
+HeaderName = Annotated[
+    str,
+    Field(max_length=256),
+    _matching(
+        r"[!#$%&'*+.^_`|~0-9A-Za-z-]+",
+        "is not a valid HTTP header name (RFC 9110 token characters only)",
+    ),
+]
+HeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_no_line_breaks)]
+HttpUrl = Annotated[str, Field(max_length=8192), AfterValidator(_http_url)]
+HttpMethod = Annotated[
+    Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    BeforeValidator(_upper),
+]
+StatusCode = Annotated[int, Field(ge=100, le=599)]
+ExpectStatus = Annotated[
+    list[StatusCode],
+    Field(min_length=1, max_length=100),
+    BeforeValidator(_listed, json_schema_input_type=StatusCode | list[StatusCode]),
+]
+Seconds = Annotated[float, PlainSerializer(_seconds_out, return_type=float)]
+Instant = Annotated[datetime, PlainSerializer(_instant_out, return_type=str)]
+
+
+class RetryBackoffBody(BaseModel):
+    """Shape the delays between attempts: min(max, initial * factor^(k-1)) seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial: Seconds = Field(10.0, ge=0, le=MAX_BACKOFF_S, allow_inf_nan=False)
+    factor: float = Field(2.0, ge=1, le=100, allow_inf_nan=False)
+    max: Seconds = Field(3600.0, ge=0, le=MAX_BACKOFF_S, allow_inf_nan=False)
+    jitter: bool = False
+
+
+# Job bodies
+
+
+class _JobFields(BaseModel):
+    """Hold the fields an operator sets on a job; None means the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: JobName | None = Field(None, description="Unique; not all digits.")
+    type: JobType | None = Field(None, description="Default command.")
+    schedule: str | None = Field(
+        None, max_length=1000, description="Cron or @every; null: unscheduled."
+    )
+    timezone: str | None = Field(
+        None, max_length=100, description="IANA name; default scheduler.timezone."
+    )
+    enabled: bool | None = Field(None, description="False pauses; default true.")
+    description: str | None = Field(None, max_length=4000)
+    tags: list[Tag] | None = Field(None, max_length=50)
+    env: dict[EnvName, EnvValue] | None = Field(None, max_length=200)
+    command: str | None = Field(
+        None, max_length=65536, description="Command jobs: run by /bin/sh -c."
+    )
+    url: HttpUrl | None = Field(None, description="HTTP and webhook jobs.")
+    method: HttpMethod | None = Field(None, description="HTTP jobs; default GET.")
+    headers: dict[HeaderName, HeaderValue] | None = Field(None, max_length=100)
+    body: str | None = Field(None, max_length=1024 * 1024, description="HTTP jobs.")
+    expect_status: ExpectStatus | None = Field(
+        None, description="HTTP jobs; null: any 2xx."
+    )
+    secret: str | None = Field(
+        None, max_length=1024, description="Webhook jobs: HMAC key."
+    )
+    timeout: float | None = Field(
+        None, ge=1, allow_inf_nan=False, description="Seconds per attempt."
+    )
+    retries: int | None = Field(None, ge=0, le=100)
+    retry_backoff: RetryBackoffBody | None = None
+    concurrency: Concurrency | None = Field(None, description="Default forbid.")
+    misfire: Misfire | None = Field(None, description="Default run_once.")
+    misfire_grace: float | None = Field(None, ge=0, allow_inf_nan=False)
+    depends_on: list[str] | None = Field(None, max_length=100)
+
+
+class JobIn(_JobFields):
+    """Describe a new job: the body of POST /api/jobs."""
+
+    name: JobName = Field(description="Unique; not all digits.")
+
+
+class JobPatch(_JobFields):
+    """Change a job: the body of PUT; fields left out keep their stored values."""
+
+
+class JobOut(BaseModel):
+    """Show a stored job: every field with its defaults filled, secrets masked."""
+
+    id: int
+    name: str
+    type: JobType
+    schedule: str | None
+    timezone: str
+    enabled: bool
+    description: str
+    tags: list[str]
+    env: dict[str, str]
+    command: str | None
+    url: str | None
+    method: str | None
+    headers: dict[str, str]
+    body: str | None
+    expect_status: list[int] | None
+    secret: str | None
+    timeout: Seconds
+    retries: int
+    retry_backoff: RetryBackoffBody
+    concurrency: Concurrency
+    misfire: Misfire
+    misfire_grace: Seconds | None
+    depends_on: list[str]
+    created_at: Instant
+    updated_at: Instant
+    next_fire_at: Instant | None
+
+
+def to_definition(job: JobIn, config: Config) -> JobDefinition:
+    """Check the rules that span fields and fill the defaults; raise on every error."""
+    job_type = job.type or JobType.COMMAND
+    timezone = job.timezone or config.scheduler.timezone
+    cap = config.scheduler.max_job_timeout
+    # A configured default above the cap would refuse every job that leaves it out.
+    timeout = job.timeout or float(min(config.scheduler.job_timeout, cap))
+
+    errors = _zone_and_schedule_errors(job.schedule, timezone)
+    errors += _type_errors(job, job_type)
+    errors += _mask_errors(job)
+    if timeout > cap:
+        errors.append(_timeout_over_cap(timeout, cap))
+    if errors:
+        raise ValidationError(errors)
+
+    return _definition(job, job_type, timezone, timeout)
+
+
+def _definition(
+    job: JobIn, job_type: JobType, timezone: str, timeout: float
+) -> JobDefinition:
+    backoff = job.retry_backoff or RetryBackoffBody()
+    grace = job.misfire_grace
+    method = job.method or ("GET" if job_type is JobType.HTTP else None)
+    return JobDefinition(
+        name=job.name,
+        type=job_type,
+        schedule=None if job.schedule is None else job.schedule.strip(),
+        timezone=timezone,
+        enabled=True if job.enabled is None else job.enabled,
+        description=job.description or "",
+        tags=tuple(dict.fromkeys(job.tags or ())),
+        env=dict(job.env or {}),
+        command=job.command,
+        url=job.url,
+        method=method,
+        headers=dict(job.headers or {}),
+        body=job.body,
+        expect_status=tuple(job.expect_status or ()),
+        secret=job.secret,
+        timeout=timedelta(seconds=timeout),
+        retries=job.retries or 0,
+        retry_backoff=RetryBackoff(
+            initial=timedelta(seconds=backoff.initial),
+            factor=backoff.factor,
+            max=timedelta(seconds=backoff.max),
+            jitter=backoff.jitter,
+        ),
+        concurrency=job.concurrency or Concurrency.FORBID,
+        misfire=job.misfire or Misfire.RUN_ONCE,
+        misfire_grace=None if grace is None else timedelta(seconds=grace),
+        depends_on=tuple(job.depends_on or ()),
+    )
+
+
+def _zone_and_schedule_errors(schedule: str | None, timezone: str) -> list[FieldError]:
+    try:
+        validate_timezone(timezone)
+        if schedule is not None:
+            parse_schedule(schedule, timezone)
+    except ScheduleError as exc:
+        return list(exc.errors)
+    return []
+
+
+def _type_errors(job: JobIn, job_type: JobType) -> list[FieldError]:
+    errors = []
+    required = _REQUIRED_FIELD[job_type]
+    value = getattr(job, required)
+    if value is None or not value.strip():
+        errors.append(FieldError(required, f"is required for {job_type} jobs"))
+    for name, types in _TYPE_FIELDS.items():
+        if job_type not in types and _is_set(getattr(job, name)):
+            takers = " and ".join(sorted(types))
+            errors.append(
+                FieldError(
+                    name, f"{job_type} jobs take no {name}; it is for {takers} jobs"
+                )
+            )
+    return errors
+
+
+def _is_set(value: object) -> bool:
+    return value is not None and value != {} and value != []
+
+
+def _mask_errors(job: JobIn) -> list[FieldError]:
+    """Refuse a mask left in place of a secret: storing it would lose the secret."""
+    problem = (
+        f"{MASK!r} is the mask the API shows in place of a secret and there is no "
+        "stored value for it to keep; send the real value"
+    )
+    fields = [("secret", job.secret)]
+    fields += [(f"headers.{k}", v) for k, v in (job.headers or {}).items()]
+    fields += [(f"env.{k}", v) for k, v in (job.env or {}).items()]
+    return [FieldError(name, problem) for name, value in fields if value == MASK]
+
+
+def _timeout_over_cap(timeout: float, cap: int) -> FieldError:
+    return FieldError(
+        "timeout",
+        f"{_seconds_out(timeout)} seconds is over the cap of {cap} seconds set by "
+        "scheduler.max_job_timeout; lower the timeout or raise the cap",
+    )
+
+
+# PUT: merging a patch into a stored job
+
+
+def apply_patch(
+    definition: JobDefinition, patch: JobPatch, config: Config
+) -> JobDefinition:
+    """Merge the given fields of `patch` into a stored job and validate the result.
+
+    A field given replaces the stored one (a whole object or list, not merged); a mask
+    given for a secret keeps the stored secret; changing the type drops the stored
+    fields the new type does not take.
+    """
+    given = patch.model_dump(mode="json", exclude_unset=True)
+    merged = fields_of(definition)
+    if "type" in given:
+        new_type = JobType(given["type"] or JobType.COMMAND)
+        for name, types in _TYPE_FIELDS.items():
+            if new_type not in types:
+                merged[name] = None
+    merged.update(_keep_masked(given, definition))
+
+    try:
+        job = JobIn.model_validate(merged)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(field_errors(exc.errors())) from exc
+    return to_definition(job, config)
+
+
+def _keep_masked(given: dict[str, Any], stored: JobDefinition) -> dict[str, Any]:
+    """Replace masks in the patch by the stored secrets they stand for."""
+    result = dict(given)
+    if result.get("secret") == MASK and stored.secret is not None:
+        result["secret"] = stored.secret
+    if result.get("headers"):
+        by_lower = {k.lower(): v for k, v in stored.headers.items()}
+        result["headers"] = {
+            k: by_lower.get(k.lower(), v) if v == MASK else v
+            for k, v in result["headers"].items()
+        }
+    if result.get("env"):
+        result["env"] = {
+            k: stored.env.get(k, v) if v == MASK else v
+            for k, v in result["env"].items()
+        }
+    return result
+
+
+def fields_of(definition: JobDefinition) -> dict[str, Any]:
+    """Return a job's fields as JSON values, secrets included."""
+    backoff = definition.retry_backoff
+    grace = definition.misfire_grace
+    return {
+        "name": definition.name,
+        "type": definition.type.value,
+        "schedule": definition.schedule,
+        "timezone": definition.timezone,
+        "enabled": definition.enabled,
+        "description": definition.description,
+        "tags": list(definition.tags),
+        "env": dict(definition.env),
+        "command": definition.command,
+        "url": definition.url,
+        "method": definition.method,
+        "headers": dict(definition.headers),
+        "body": definition.body,
+        "expect_status": list(definition.expect_status) or None,
+        "secret": definition.secret,
+        "timeout": definition.timeout.total_seconds(),
+        "retries": definition.retries,
+        "retry_backoff": {
+            "initial": backoff.initial.total_seconds(),
+            "factor": backoff.factor,
+            "max": backoff.max.total_seconds(),
+            "jitter": backoff.jitter,
+        },
+        "concurrency": definition.concurrency.value,
+        "misfire": definition.misfire.value,
+        "misfire_grace": None if grace is None else grace.total_seconds(),
+        "depends_on": list(definition.depends_on),
+    }
+
+
+# Job out and masking
+
+
+def job_out(job: Job) -> JobOut:
+    """Show a stored job with its secrets masked."""
+    fields = fields_of(job.definition)
+    fields["env"] = _masked(fields["env"], is_secret_env)
+    fields["headers"] = _masked(fields["headers"], is_secret_header)
+    if fields["secret"] is not None:
+        fields["secret"] = MASK
+    return JobOut(
+        id=job.id,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        next_fire_at=job.next_fire_at,
+        **fields,
+    )
+
+
+def is_secret_header(name: str) -> bool:
+    """Tell whether a header's value is a credential the API must not echo."""
+    lowered = name.lower()
+    return lowered in _SECRET_HEADERS or any(w in lowered for w in _SECRET_HEADER_WORDS)
+
+
+def is_secret_env(name: str) -> bool:
+    """Tell whether an environment variable's value looks like a credential."""
+    upper = name.upper()
+    return any(word in upper for word in _SECRET_ENV_WORDS)
+
+
+def _masked(
+    values: Mapping[str, str], is_secret: Callable[[str], bool]
+) -> dict[str, str]:
+    return {k: MASK if is_secret(k) else v for k, v in values.items()}
+
+
+# Runs
+
+
+class AttemptOut(BaseModel):
+    """Show one attempt of a run."""
+
+    number: int
+    state: AttemptState
+    node_id: str | None
+    queued_at: Instant
+    started_at: Instant | None
+    finished_at: Instant | None
+    exit_code: int | None
+    http_status: int | None
+    error: str | None
+    output_truncated: bool
+
+
+class RunOut(BaseModel):
+    """Show one firing of a job with its attempts, oldest first."""
+
+    id: int
+    job_id: int
+    job_name: str
+    trigger: Trigger
+    scheduled_at: Instant | None
+    created_at: Instant
+    finished_at: Instant | None
+    state: RunState
+    reason: str | None
+    late: bool
+    next_attempt_at: Instant | None
+    attempts: list[AttemptOut]
+
+
+def attempt_out(attempt: Attempt) -> AttemptOut:
+    """Show an attempt."""
+    return AttemptOut(
+        number=attempt.number,
+        state=attempt.state,
+        node_id=attempt.node_id,
+        queued_at=attempt.queued_at,
+        started_at=attempt.started_at,
+        finished_at=attempt.finished_at,
+        exit_code=attempt.exit_code,
+        http_status=attempt.http_status,
+        error=attempt.error,
+        output_truncated=attempt.output_truncated,
+    )
+
+
+def run_out(run: Run) -> RunOut:
+    """Show a run with its attempts."""
+    return RunOut(
+        id=run.id,
+        job_id=run.job_id,
+        job_name=run.job_name,
+        trigger=run.trigger,
+        scheduled_at=run.scheduled_at,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+        state=run.state,
+        reason=run.reason,
+        late=run.late,
+        next_attempt_at=run.next_attempt_at,
+        attempts=[attempt_out(attempt) for attempt in run.attempts],
+    )
+
+
+# Collections, preview and errors
+
+
+class JobPage(BaseModel):
+    """Hold one page of jobs, ordered by name."""
+
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class RunPage(BaseModel):
+    """Hold one page of runs, newest first."""
+
+    items: list[RunOut]
+    next_cursor: str | None
+
+
+class Preview(BaseModel):
+    """List the next fires of a schedule, in its time zone, and say it in words."""
+
+    fires: list[str]
+    description: str
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+    fields: list[FieldProblem] = []
+
+
+class ErrorBody(BaseModel):
+    """Describe a refused request; every error the API returns has this shape."""
+
+    error: ErrorDetail
+
+
+def error_body(
+    status: int, message: str, fields: Iterable[FieldError] = ()
+) -> dict[str, Any]:
+    """Build the JSON of an error response."""
+    problems = [FieldProblem(field=f.field, message=f.message) for f in fields]
+    detail = ErrorDetail(status=status, message=message, fields=problems)
+    return ErrorBody(error=detail).model_dump(mode="json")
+
+
+# pydantic's errors, named by JSON field
+
+# Where an unknown field is met, these are the names the client probably meant.
+_KNOWN_FIELDS: dict[tuple[int | str, ...], tuple[str, ...]] = {
+    (): tuple(JobIn.model_fields),
+    ("retry_backoff",): tuple(RetryBackoffBody.model_fields),
+}
+_PRIVATE_FIELDS = frozenset({"secret", "headers", "env", "body", "command"})
+
+
+def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
+    """Turn pydantic's error list into FieldErrors named by JSON path."""
+    return [_field_error(error) for error in errors]
+
+
+def _field_error(error: Mapping[str, Any]) -> FieldError:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "missing":
+        message = "is required"
+    elif kind == "extra_forbidden":
+        message = _unknown_field(loc)
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+    else:
+        message = _with_value(message, loc, error.get("input"))
+    return FieldError(field_path(loc), message)
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """Write a pydantic location as a JSON path: `retry_backoff.initial`, `tags[2]`."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "[key]":
+            path = f"{path}.{part}" if path else part
+    return path
+
+
+def _unknown_field(loc: tuple[int | str, ...]) -> str:
+    known = _KNOWN_FIELDS.get(loc[:-1])
+    if known is None:
+        return "is not a known field"
+    near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if near:
+        return f"is not a known field; did you mean {near[0]!r}?"
+    return f"is not a known field; the fields are {', '.join(known)}"
+
+
+def _with_value(message: str, loc: tuple[int | str, ...], value: object) -> str:
+    """Add the refused value to the message, unless it may be a secret or is long."""
+    if loc and loc[0] in _PRIVATE_FIELDS:
+        return message
+    if isinstance(value, bool | int | float) or (
+        isinstance(value, str) and len(value) <= 100
+    ):
+        return f"{message} (got {value!r})"
+    return message

@@ -1,0 +1,50 @@
+"""Serve what operators and their tools poll: liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from socmeth.api import NodeDep
+from socmeth.metrics import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Answer while the process serves HTTP, whatever the state of the store."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    responses={503: {"description": "A check failed; `checks` says which."}},
+)
+async def readyz(node: NodeDep) -> JSONResponse:
+    """Say whether this node can do its work: the store answers and its loops run."""
+    ready, checks = await node.ready()
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}}},
+)
+async def metrics(node: NodeDep) -> Response:
+    """Export the node's metrics in the Prometheus text format."""
+    try:
+        await node.metrics.refresh(node.store, node.queue)
+    except Exception:  # a scrape still gets the counters when the store is down
+        log.warning(
+            "refreshing the stored-state gauges failed; serving the last values",
+            exc_info=True,
+            extra={"event": "metrics.refresh_failed"},
+        )
+    return Response(node.metrics.render(), media_type=CONTENT_TYPE)
