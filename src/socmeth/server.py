@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -85,6 +87,10 @@ def build_app(node: Node) -> FastAPI:
     return create_app(node, lifespan=lifespan)
 
 
+def _already_stopped(signum: int, frame: FrameType | None) -> None:
+    """Ignore the signal uvicorn raises again once it has shut down."""
+
+
 def serve(config: Config) -> None:
     """Run the server until SIGTERM or SIGINT."""
     refuse_unavailable(config)
@@ -99,6 +105,11 @@ def serve(config: Config) -> None:
         config.database_url,
         extra={"event": "server.listening"},
     )
+    # uvicorn stops on SIGTERM/SIGINT, restores the handlers it found, and raises the
+    # signal again. Handlers that do nothing make that re-raise a no-op, so a graceful
+    # stop (the node has stopped in the lifespan by then) exits with status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_stopped)
     uvicorn.run(
         app,
         host=host,

@@ -54,7 +54,10 @@ class JobFilter:
 
 @dataclass(frozen=True)
 class RunFilter:
-    """Narrow a run listing; every field left None matches everything."""
+    """Narrow a run listing; every field left None matches everything.
+
+    The creation range is half-open: `created_after` <= created_at < `created_before`.
+    """
 
     job_id: int | None = None
     states: frozenset[RunState] | None = None
@@ -345,7 +348,12 @@ class Store(ABC):
 
     @abstractmethod
     async def cancel_requested(self, attempt_ids: Sequence[int]) -> set[int]:
-        """Return which of the running attempts have been asked to stop."""
+        """Return which of these attempts should stop.
+
+        That is every attempt whose run was asked to stop, and every one that is no
+        longer running in the store (its job was deleted, or it was settled as lost):
+        nothing would record its end.
+        """
 
     @abstractmethod
     async def running_count(self) -> int:

@@ -1,0 +1,237 @@
+"""Translate between the store's rows and socmeth's values.
+
+A JobDefinition is kept as JSON text: durations as seconds, enums as their values,
+tuples as lists, mappings as objects. Decoding follows the dataclass's type hints, so
+a field added to the model is carried without a change here. The document carries a
+version: a reader meeting a newer one refuses, since it cannot know what the new
+fields mean. Page cursors are opaque to clients: urlsafe base64 of the listing's
+kind and the last key of the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import types
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from sqlalchemy.engine import Row
+
+from socmeth.errors import StoreError, ValidationError
+from socmeth.models import (
+    Attempt,
+    AttemptState,
+    Job,
+    JobDefinition,
+    Run,
+    RunState,
+    Trigger,
+)
+from socmeth.store.base import NewRun
+
+AnyRow = Row[*tuple[Any, ...]]
+DEFINITION_VERSION = 1
+
+T = TypeVar("T")
+
+
+# Cursors
+
+
+def encode_cursor(kind: str, key: str) -> str:
+    """Return an opaque cursor holding the last key of a page of a `kind` listing."""
+    raw = f"{kind}:{key}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str) -> str:
+    """Return the key inside a cursor this store made for listings of `kind`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    prefix, _, key = raw.partition(":")
+    if (
+        prefix != kind
+        or not key
+        or (kind == "run" and not (key.isascii() and key.isdigit()))
+    ):
+        raise ValidationError.single(
+            "cursor", f"{cursor!r} is not a cursor of a {kind} listing"
+        )
+    return key
+
+
+# Rows
+
+
+def job_values(
+    definition: JobDefinition, next_fire_at: datetime | None
+) -> dict[str, Any]:
+    """Return the `jobs` columns of a definition and its next fire."""
+    return {
+        "name": definition.name,
+        "type": definition.type.value,
+        "schedule": definition.schedule,
+        "timezone": definition.timezone,
+        "enabled": definition.enabled,
+        "definition": encode_definition(definition),
+        # A paused job has no next fire, so the due index only holds runnable jobs.
+        "next_fire_at": next_fire_at if definition.enabled else None,
+    }
+
+
+def job_from_row(row: AnyRow) -> Job:
+    """Return the job a `jobs` row holds."""
+    return Job(
+        id=row.id,
+        definition=decode_definition(row.definition),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        next_fire_at=row.next_fire_at,
+    )
+
+
+def run_values(new_run: NewRun, now: datetime) -> dict[str, Any]:
+    """Return the `runs` columns of a run to create; one created ended is finished."""
+    if new_run.state is RunState.RUNNING:
+        raise ValueError("a run is created waiting, queued or ended, never running")
+    ended = not new_run.state.is_active
+    return {
+        "job_id": new_run.job_id,
+        "trigger": new_run.trigger.value,
+        "scheduled_at": new_run.scheduled_at,
+        "created_at": now,
+        "state": new_run.state.value,
+        "reason": new_run.reason,
+        "late": new_run.late,
+        "next_attempt_at": None,
+        "finished_at": now if ended else None,
+        "cancel_requested_at": None,
+    }
+
+
+def run_from_row(row: AnyRow, run_attempts: Sequence[Attempt]) -> Run:
+    """Return the run a `runs` row (with its job's name) and its attempts hold."""
+    return Run(
+        id=row.id,
+        job_id=row.job_id,
+        job_name=row.job_name,
+        trigger=Trigger(row.trigger),
+        scheduled_at=row.scheduled_at,
+        created_at=row.created_at,
+        state=RunState(row.state),
+        reason=row.reason,
+        late=bool(row.late),
+        next_attempt_at=row.next_attempt_at,
+        finished_at=row.finished_at,
+        attempts=tuple(run_attempts),
+    )
+
+
+def attempt_from_row(row: AnyRow) -> Attempt:
+    """Return the attempt an `attempts` row (with `output_truncated`) holds."""
+    return Attempt(
+        id=row.id,
+        run_id=row.run_id,
+        number=row.number,
+        state=AttemptState(row.state),
+        node_id=row.node_id,
+        queued_at=row.queued_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        exit_code=row.exit_code,
+        http_status=row.http_status,
+        error=row.error,
+        output_truncated=bool(row.output_truncated),
+    )
+
+
+def first_attempt_values(run_id: int, now: datetime) -> dict[str, Any]:
+    """Return the `attempts` columns of a run's first attempt, queued."""
+    return {
+        "run_id": run_id,
+        "number": 1,
+        "state": AttemptState.QUEUED.value,
+        "queued_at": now,
+    }
+
+
+# Job definitions
+
+
+def encode_definition(definition: JobDefinition) -> str:
+    """Return the JSON text of a job definition."""
+    document = {"version": DEFINITION_VERSION, **_to_json(definition)}
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def decode_definition(text: str) -> JobDefinition:
+    """Return the job definition that `encode_definition` wrote as `text`."""
+    document = json.loads(text)
+    version = document.pop("version", None)
+    if version != DEFINITION_VERSION:
+        raise StoreError(
+            f"stored job definition has version {version!r}, this socmeth reads "
+            f"version {DEFINITION_VERSION}: upgrade socmeth to read this store"
+        )
+    return _dataclass_from_json(JobDefinition, document)
+
+
+def _to_json(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)
+        }
+    if isinstance(value, tuple | list):
+        return [_to_json(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _to_json(item) for key, item in value.items()}
+    raise TypeError(f"cannot encode {type(value).__name__} in a job definition")
+
+
+def _dataclass_from_json(cls: type[T], document: Mapping[str, Any]) -> T:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {
+        name: _from_json(hints[name], item)
+        for name, item in document.items()
+        if name in known
+    }
+    return cls(**values)
+
+
+def _from_json(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+
+    origin = get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        (inner,) = (arg for arg in get_args(hint) if arg is not type(None))
+        return _from_json(inner, value)
+    if origin is tuple:
+        return tuple(_from_json(get_args(hint)[0], item) for item in value)
+    if origin is Mapping or origin is dict:
+        item_hint = get_args(hint)[1]
+        return {key: _from_json(item_hint, item) for key, item in value.items()}
+
+    if hint is timedelta:
+        return timedelta(seconds=value)
+    if hint is float:
+        return float(value)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _dataclass_from_json(hint, value)
+    return value

@@ -1,0 +1,175 @@
+"""Declare the SQL tables of the store, one schema for SQLite and PostgreSQL.
+
+`migrations/versions` creates exactly these tables; a test compares the two. Every
+instant goes through `UtcDateTime`, so code only ever sees aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+# Deterministic names, so that later migrations can drop or alter constraints on
+# PostgreSQL, where unnamed ones get server-chosen names.
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Store an aware instant as UTC and read it back as an aware UTC datetime.
+
+    SQLite keeps naive UTC text (its fixed-width format sorts like the instants it
+    holds); PostgreSQL keeps `timestamptz`. A naive datetime is refused on write: it
+    is a programming error, since nothing could tell which zone it meant.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: pass UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _id_type() -> TypeEngine[int]:
+    # On SQLite only an INTEGER PRIMARY KEY aliases the rowid and autoincrements.
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+# sqlite_autoincrement: AUTOINCREMENT keeps SQLite from reusing the id of a deleted
+# newest row, so an id in a bookmark, a log line or a stale queue message never names
+# a different row.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", _id_type(), primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("schedule", Text, nullable=True),
+    Column("timezone", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("next_fire_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("name"),
+    Index(None, "next_fire_at"),
+    sqlite_autoincrement=True,
+)
+
+# Tags live in their own rows so that filtering jobs by tag is an index lookup in
+# any dialect, without JSON functions.
+job_tags = Table(
+    "job_tags",
+    metadata,
+    Column(
+        "job_id",
+        _id_type(),
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tag", Text, primary_key=True),
+    Index(None, "tag", "job_id"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", _id_type(), primary_key=True, autoincrement=True),
+    Column(
+        "job_id", _id_type(), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("trigger", String(32), nullable=False),
+    Column("scheduled_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("late", Boolean, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("cancel_requested_at", UtcDateTime, nullable=True),
+    # The fire key. NULLs are distinct in a unique constraint on both dialects, so
+    # runs without a scheduled instant (manual, dependency) never collide.
+    UniqueConstraint("job_id", "scheduled_at"),
+    # A job's runs newest first; a job's previous ended run.
+    Index(None, "job_id", "id"),
+    # Active runs of given jobs, counts by state.
+    Index(None, "state", "job_id"),
+    # Due retries and the earliest pending one, in due order.
+    Index(None, "state", "next_attempt_at"),
+    # Pruning, oldest first.
+    Index(None, "finished_at"),
+    sqlite_autoincrement=True,
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", _id_type(), primary_key=True, autoincrement=True),
+    Column(
+        "run_id", _id_type(), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("number", Integer, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("node_id", Text, nullable=True),
+    Column("queued_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("http_status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("run_id", "number"),
+    # (state, id): queued attempts are re-published in id order, straight off it.
+    Index(None, "state", "id"),
+    sqlite_autoincrement=True,
+)
+
+attempt_outputs = Table(
+    "attempt_outputs",
+    metadata,
+    Column(
+        "attempt_id",
+        _id_type(),
+        ForeignKey("attempts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("text", Text, nullable=False),
+    Column("truncated", Boolean, nullable=False),
+)

@@ -1,0 +1,235 @@
+"""Drive the scheduler and the workers over a real SQLite store with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from socmeth.clock import FakeClock
+from socmeth.config import Config, load_config
+from socmeth.executors import Executors
+from socmeth.fires import next_fire_at
+from socmeth.jobs import JobService
+from socmeth.metrics import Metrics
+from socmeth.models import (
+    AttemptState,
+    Concurrency,
+    JobDefinition,
+    JobType,
+    Misfire,
+    RunState,
+)
+from socmeth.queue.memory import MemoryQueue
+from socmeth.scheduler import Scheduler
+from socmeth.store.base import RunFilter
+from socmeth.store.sql import SqlStore, open_store
+from socmeth.worker import WorkerPool
+
+T0 = datetime(2026, 3, 2, 10, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    opened = await open_store(f"sqlite:///{tmp_path / 'socmeth.db'}")
+    yield opened
+    await opened.close()
+
+
+def job_definition(name: str = "j", **fields: object) -> JobDefinition:
+    values: dict[str, object] = {"command": "true", "schedule": "* * * * *"}
+    values.update(fields)
+    return JobDefinition(name=name, type=JobType.COMMAND, **values)  # type: ignore[arg-type]
+
+
+async def add_job(store: SqlStore, definition: JobDefinition, now: datetime) -> int:
+    job = await store.create_job(definition, next_fire_at(definition, now, now), now)
+    return job.id
+
+
+def scheduler_at(store: SqlStore, clock: FakeClock) -> tuple[Scheduler, MemoryQueue]:
+    queue = MemoryQueue()
+    scheduler = Scheduler(store, queue, clock, Metrics(), "n1")
+    scheduler.started_at = clock.now()
+    return scheduler, queue
+
+
+async def runs_of(store: SqlStore, job_id: int) -> list[tuple[datetime | None, str]]:
+    page = await store.list_runs(RunFilter(job_id=job_id), 500, None)
+    return sorted(
+        ((r.scheduled_at, r.state.value) for r in page.items),
+        key=lambda pair: pair[0] or T0,
+    )
+
+
+async def test_a_turn_queues_one_run_per_due_fire(store: SqlStore) -> None:
+    clock = FakeClock(T0)
+    job_id = await add_job(store, job_definition(), T0)
+    scheduler, queue = scheduler_at(store, clock)
+
+    assert await scheduler.turn(T0 + timedelta(seconds=61)) == 1
+    assert await scheduler.turn(T0 + timedelta(seconds=62)) == 0
+
+    assert await runs_of(store, job_id) == [(T0 + timedelta(minutes=1), "queued")]
+    assert await queue.size() == 1
+
+
+async def test_two_schedulers_racing_on_the_same_fire_make_one_run(
+    store: SqlStore,
+) -> None:
+    clock = FakeClock(T0)
+    job_id = await add_job(store, job_definition(concurrency=Concurrency.ALLOW), T0)
+    first, _ = scheduler_at(store, clock)
+    second, _ = scheduler_at(store, clock)
+    now = T0 + timedelta(seconds=61)
+
+    counts = await asyncio.gather(first.turn(now), second.turn(now))
+
+    assert sorted(counts) == [0, 1]
+    assert len(await runs_of(store, job_id)) == 1
+
+
+async def test_a_restarted_scheduler_neither_repeats_fires_nor_loses_them(
+    store: SqlStore,
+) -> None:
+    clock = FakeClock(T0)
+    job_id = await add_job(store, job_definition(concurrency=Concurrency.ALLOW), T0)
+    before, _ = scheduler_at(store, clock)
+    await before.turn(T0 + timedelta(minutes=2, seconds=1))
+
+    clock.set(T0 + timedelta(minutes=10, seconds=30))  # down from 10:02 to 10:10:30
+    after, _ = scheduler_at(store, clock)
+    await after.turn(clock.now())
+
+    assert await runs_of(store, job_id) == [
+        (T0 + timedelta(minutes=1), "queued"),
+        (T0 + timedelta(minutes=2), "queued"),
+        (T0 + timedelta(minutes=10), "queued"),
+    ]
+    page = await store.list_runs(RunFilter(job_id=job_id), 10, None)
+    late = {r.scheduled_at: r.late for r in page.items}
+    assert late[T0 + timedelta(minutes=10)] is True
+    assert late[T0 + timedelta(minutes=2)] is False
+
+
+async def test_misfire_skip_makes_no_run_for_the_outage(store: SqlStore) -> None:
+    clock = FakeClock(T0 + timedelta(minutes=30, seconds=30))
+    job_id = await add_job(store, job_definition(misfire=Misfire.SKIP), T0)
+    scheduler, _ = scheduler_at(store, clock)
+
+    await scheduler.turn(clock.now())
+
+    assert await runs_of(store, job_id) == []
+    job = await store.get_job(job_id)
+    assert job.next_fire_at == T0 + timedelta(minutes=31)
+
+
+async def test_a_paused_job_is_never_due(store: SqlStore) -> None:
+    clock = FakeClock(T0)
+    job_id = await add_job(store, job_definition(enabled=False), T0)
+    scheduler, _ = scheduler_at(store, clock)
+
+    await scheduler.turn(T0 + timedelta(hours=1))
+
+    assert await runs_of(store, job_id) == []
+
+
+class Harness:
+    """A scheduler and a worker pool sharing a store, a queue and a fake clock."""
+
+    def __init__(self, store: SqlStore, config: Config, clock: FakeClock) -> None:
+        self.store = store
+        self.clock = clock
+        self.queue = MemoryQueue()
+        metrics = Metrics()
+        self.http = httpx.AsyncClient()
+        self.executors = Executors(self.http, clock)
+        self.scheduler = Scheduler(store, self.queue, clock, metrics, "n1")
+        self.jobs = JobService(
+            store, self.queue, clock, max_jobs=100, wake_scheduler=self.scheduler.wake
+        )
+        self.workers = WorkerPool(
+            store,
+            self.queue,
+            clock,
+            metrics,
+            self.executors,
+            node_id="n1",
+            config=config,
+            rng=random.Random(7),
+            wake_scheduler=self.scheduler.wake,
+        )
+
+    async def start(self) -> None:
+        await self.workers.recover()
+        self.workers.start()
+        self.scheduler.started_at = self.clock.now()
+
+    async def stop(self) -> None:
+        await self.workers.stop(1.0)
+        self.executors.close()
+        await self.http.aclose()
+
+    async def settle(self, run_id: int, *, timeout_s: float = 10) -> RunState:
+        """Let real attempts run, moving the fake clock to each pending retry."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            run = await self.store.get_run(run_id)
+            if not run.state.is_active:
+                return run.state
+            if run.next_attempt_at is not None:
+                self.clock.set(max(self.clock.now(), run.next_attempt_at))
+                await self.scheduler.turn(self.clock.now())
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"run {run_id} did not settle")
+
+
+@pytest.fixture
+async def harness(store: SqlStore, tmp_path: Path) -> AsyncIterator[Harness]:
+    config = load_config(environ={}, overrides={"server.data_dir": tmp_path})
+    started = Harness(store, config, FakeClock(T0))
+    await started.start()
+    yield started
+    await started.stop()
+
+
+async def test_retries_wait_the_backoff_counted_from_each_attempts_end(
+    harness: Harness,
+) -> None:
+    definition = job_definition("flaky", command="exit 2", schedule=None, retries=2)
+    job = await harness.jobs.create(definition)
+    run = await harness.jobs.run_now(job)
+
+    assert await harness.settle(run.id) is RunState.FAILED
+
+    attempts = (await harness.store.get_run(run.id)).attempts
+    assert [a.state for a in attempts] == [AttemptState.FAILED] * 3
+    gaps = [
+        b.queued_at - a.finished_at  # type: ignore[operator]
+        for a, b in itertools.pairwise(attempts)
+    ]
+    assert gaps == [timedelta(seconds=10), timedelta(seconds=20)]
+
+
+async def test_a_crash_leaves_nothing_active_after_recovery(
+    harness: Harness,
+) -> None:
+    definition = job_definition("crashy", command="sleep 30", schedule=None)
+    job = await harness.jobs.create(definition)
+    run = await harness.jobs.run_now(job)
+    while (await harness.store.get_run(run.id)).state is not RunState.RUNNING:
+        await asyncio.sleep(0.02)
+
+    # A second pool over the same store plays the next start after a crash.
+    await harness.workers.recover()
+
+    settled = await harness.store.get_run(run.id)
+    assert settled.state is RunState.FAILED
+    assert settled.attempts[0].state is AttemptState.LOST

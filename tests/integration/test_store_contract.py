@@ -1,0 +1,1252 @@
+"""Hold every store backend to the contract of socmeth.store.base.Store.
+
+Each test runs once per backend of conftest.BACKENDS. Instants are passed in, never
+read from a clock, so nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Select, Table, event, func, select, text, update
+
+from socmeth.errors import ConfigError, ConflictError, NotFoundError, StoreError
+from socmeth.errors import ValidationError as InputError
+from socmeth.models import (
+    Attempt,
+    AttemptState,
+    Concurrency,
+    Job,
+    JobDefinition,
+    JobType,
+    Misfire,
+    RetryBackoff,
+    Run,
+    RunState,
+    Trigger,
+)
+from socmeth.store.base import (
+    AttemptFinish,
+    AttemptOutcome,
+    FireAdvance,
+    JobFilter,
+    NewRun,
+    Page,
+    RunFilter,
+)
+from socmeth.store.migrate import alembic_config, head_revision, migrate
+from socmeth.store.schema import attempt_outputs, attempts, jobs, metadata, runs
+from socmeth.store.sql import (
+    SqlStore,
+    async_url,
+    create_store_engine,
+    due_jobs_statement,
+    due_retries_statement,
+    next_due_statement,
+    open_store,
+    prunable_runs_statement,
+)
+
+T = TypeVar("T")
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+FULL_DEFINITION = JobDefinition(
+    name="report.daily-1",
+    type=JobType.HTTP,
+    schedule="30 6 * * 1-5",
+    timezone="Europe/Paris",
+    description="Send the daily report",
+    tags=("reports", "daily"),
+    env={"LANG": "C"},
+    url="https://example.test/report",
+    method="POST",
+    headers={"Authorization": "Bearer s3cret"},
+    body='{"full": true}',
+    expect_status=(200, 204),
+    secret="hush",
+    timeout=timedelta(seconds=90.25),
+    retries=3,
+    retry_backoff=RetryBackoff(
+        initial=timedelta(seconds=5),
+        factor=3.0,
+        max=timedelta(minutes=10),
+        jitter=True,
+    ),
+    concurrency=Concurrency.ALLOW,
+    misfire=Misfire.SKIP,
+    misfire_grace=timedelta(minutes=5),
+    depends_on=("extract", "load"),
+)
+
+
+class StatementCounter:
+    """Count the statements a store sends to the database, BEGIN included."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, *_: object) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def statements(store: SqlStore) -> StatementCounter:
+    """Count every statement the store executes (an executemany counts once)."""
+    counter = StatementCounter()
+    event.listen(store.engine.sync_engine, "before_cursor_execute", counter)
+    return counter
+
+
+def definition(name: str = "backup", **changes: Any) -> JobDefinition:
+    return JobDefinition(
+        name=name,
+        type=JobType.COMMAND,
+        schedule="* * * * *",
+        command="true",
+        **changes,
+    )
+
+
+async def add_job(
+    store: SqlStore,
+    name: str = "backup",
+    *,
+    next_fire_at: datetime | None = NOW,
+    **changes: Any,
+) -> Job:
+    return await store.create_job(definition(name, **changes), next_fire_at, NOW)
+
+
+async def fire(
+    store: SqlStore,
+    job: Job,
+    scheduled_at: datetime | None = NOW,
+    *,
+    state: RunState = RunState.QUEUED,
+    now: datetime = NOW,
+) -> Run:
+    new_run = NewRun(job.id, Trigger.SCHEDULE, scheduled_at, state=state)
+    (run,) = await store.record_fires([], [new_run], now)
+    return run
+
+
+async def claim(store: SqlStore, run: Run, node_id: str = "node-a") -> Attempt:
+    attempt = run.attempts[-1]
+    batch = await store.claim_attempts([attempt.id], node_id, NOW, max_running=100)
+    (claimed,) = batch.claimed
+    return claimed.attempt
+
+
+def ended(
+    state: AttemptState = AttemptState.SUCCEEDED,
+    run_state: RunState = RunState.SUCCEEDED,
+    **fields: Any,
+) -> AttemptOutcome:
+    return AttemptOutcome(state=state, run_state=run_state, **fields)
+
+
+def retry_at(instant: datetime) -> AttemptOutcome:
+    return AttemptOutcome(
+        state=AttemptState.FAILED,
+        run_state=RunState.QUEUED,
+        exit_code=1,
+        next_attempt_at=instant,
+    )
+
+
+async def finish(
+    store: SqlStore, attempt: Attempt, outcome: AttemptOutcome, now: datetime = NOW
+) -> Run | None:
+    (run,) = await store.finish_attempts([AttemptFinish(attempt.id, outcome)], now)
+    return run
+
+
+async def row_count(store: SqlStore, table: Table) -> int:
+    async with store.engine.connect() as conn:
+        query = select(func.count()).select_from(table)
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def all_pages(
+    fetch: Callable[[int, str | None], Awaitable[Page[T]]], limit: int
+) -> list[list[T]]:
+    pages: list[list[T]] = []
+    cursor: str | None = None
+    while True:
+        page = await fetch(limit, cursor)
+        pages.append(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            return pages
+
+
+# Jobs
+
+
+async def test_create_job_round_trips_every_field(store: SqlStore) -> None:
+    created = await store.create_job(FULL_DEFINITION, NOW + MINUTE, NOW)
+
+    assert created.definition == FULL_DEFINITION
+    assert (created.created_at, created.updated_at) == (NOW, NOW)
+    assert created.next_fire_at == NOW + MINUTE
+    assert await store.get_job(created.id) == created
+    assert await store.get_job_by_name("report.daily-1") == created
+
+
+async def test_create_job_refuses_a_taken_name_and_stores_nothing(
+    store: SqlStore,
+) -> None:
+    await add_job(store, "backup")
+
+    with pytest.raises(ConflictError) as raised:
+        await add_job(store, "backup", tags=("extra",))
+
+    assert raised.value.field == "name"
+    assert (await store.count_jobs()).enabled == 1
+    page = await store.list_jobs(JobFilter(tag="extra"), 10, None)
+    assert page.items == []
+
+
+async def test_update_job_replaces_definition_and_next_fire(store: SqlStore) -> None:
+    job = await add_job(store, "backup")
+    later = NOW + 10 * MINUTE
+
+    updated = await store.update_job(
+        job.id, definition("backup-v2", retries=2), NOW + MINUTE, later
+    )
+
+    assert updated.definition == definition("backup-v2", retries=2)
+    assert (updated.created_at, updated.updated_at) == (NOW, later)
+    assert updated.next_fire_at == NOW + MINUTE
+    assert await store.get_job_by_name("backup-v2") == updated
+    with pytest.raises(NotFoundError):
+        await store.get_job_by_name("backup")
+
+
+async def test_update_job_refuses_a_taken_name(store: SqlStore) -> None:
+    await add_job(store, "backup")
+    other = await add_job(store, "cleanup")
+
+    with pytest.raises(ConflictError) as raised:
+        await store.update_job(other.id, definition("backup"), None, NOW)
+
+    assert raised.value.field == "name"
+    assert await store.get_job(other.id) == other
+
+
+async def test_update_of_a_missing_job_raises_not_found(store: SqlStore) -> None:
+    with pytest.raises(NotFoundError):
+        await store.update_job(404, definition(), None, NOW)
+
+
+async def test_a_paused_job_has_no_next_fire_and_is_never_due(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store, "paused", enabled=False, next_fire_at=NOW)
+
+    assert job.next_fire_at is None
+    assert await store.due_jobs(NOW, 10) == []
+    assert await store.next_due_at() is None
+
+
+async def test_missing_jobs_raise_not_found(store: SqlStore) -> None:
+    with pytest.raises(NotFoundError):
+        await store.get_job(404)
+    with pytest.raises(NotFoundError):
+        await store.get_job_by_name("nothing")
+    with pytest.raises(NotFoundError):
+        await store.delete_job(404)
+
+
+async def test_delete_job_deletes_its_runs_attempts_and_outputs(
+    store: SqlStore,
+) -> None:
+    doomed = await add_job(store, "doomed")
+    kept = await add_job(store, "kept")
+    run = await fire(store, doomed)
+    attempt = await claim(store, run)
+    await store.save_outputs([(attempt.id, "partial", False)])
+    await fire(store, kept)
+
+    await store.delete_job(doomed.id)
+
+    with pytest.raises(NotFoundError):
+        await store.get_job(doomed.id)
+    with pytest.raises(NotFoundError):
+        await store.get_run(run.id)
+    assert await row_count(store, runs) == 1
+    assert await row_count(store, attempts) == 1
+    assert await row_count(store, attempt_outputs) == 0
+
+
+async def test_list_jobs_pages_by_name_without_gaps(store: SqlStore) -> None:
+    names = [f"job-{index:02d}" for index in range(7)]
+    for name in reversed(names):
+        await add_job(store, name)
+
+    pages = await all_pages(
+        lambda limit, cursor: store.list_jobs(JobFilter(), limit, cursor), 3
+    )
+
+    assert [len(page) for page in pages] == [3, 3, 1]
+    assert [job.name for page in pages for job in page] == names
+
+
+@pytest.mark.parametrize(
+    ("job_filter", "expected"),
+    [
+        (JobFilter(search="BACK"), ["backup", "backup_db"]),
+        (JobFilter(search="p_d"), ["backup_db"]),
+        (JobFilter(search="%"), []),
+        (JobFilter(enabled=False), ["cleanup"]),
+        (JobFilter(enabled=True), ["backup", "backup_db", "report"]),
+        (JobFilter(tag="nightly"), ["backup", "cleanup"]),
+        (JobFilter(search="back", tag="nightly"), ["backup"]),
+    ],
+    ids=[
+        "search-any-case",
+        "search-underscore-literal",
+        "search-percent-literal",
+        "paused",
+        "enabled",
+        "tag",
+        "search-and-tag",
+    ],
+)
+async def test_list_jobs_filters(
+    store: SqlStore, job_filter: JobFilter, expected: list[str]
+) -> None:
+    await add_job(store, "backup", tags=("nightly", "db"))
+    await add_job(store, "backup_db")
+    await add_job(store, "cleanup", tags=("nightly",), enabled=False)
+    await add_job(store, "report", tags=("daily",))
+
+    page = await store.list_jobs(job_filter, 10, None)
+
+    assert [job.name for job in page.items] == expected
+    assert page.next_cursor is None
+
+
+async def test_list_refuses_a_cursor_it_did_not_make(store: SqlStore) -> None:
+    for name in ("a", "b"):
+        await add_job(store, name)
+    job_cursor = (await store.list_jobs(JobFilter(), 1, None)).next_cursor
+    assert job_cursor is not None
+
+    with pytest.raises(InputError) as raised:
+        await store.list_runs(RunFilter(), 10, job_cursor)
+    assert raised.value.errors[0].field == "cursor"
+    with pytest.raises(InputError):
+        await store.list_jobs(JobFilter(), 10, "not base64!")
+
+
+async def test_count_jobs_counts_enabled_and_paused(store: SqlStore) -> None:
+    await add_job(store, "a")
+    await add_job(store, "b")
+    await add_job(store, "c", enabled=False)
+
+    counts = await store.count_jobs()
+
+    assert (counts.enabled, counts.paused) == (2, 1)
+
+
+async def test_due_jobs_are_the_earliest_at_or_before_now(store: SqlStore) -> None:
+    await add_job(store, "later", next_fire_at=NOW + MINUTE)
+    await add_job(store, "second", next_fire_at=NOW - MINUTE)
+    await add_job(store, "first", next_fire_at=NOW - 2 * MINUTE)
+    await add_job(store, "now", next_fire_at=NOW)
+    await add_job(store, "unscheduled", next_fire_at=None)
+
+    due = await store.due_jobs(NOW, 2)
+
+    assert [job.name for job in due] == ["first", "second"]
+    assert [job.name for job in await store.due_jobs(NOW, 10)] == [
+        "first",
+        "second",
+        "now",
+    ]
+
+
+async def test_next_due_at_is_the_earliest_fire_or_pending_retry(
+    store: SqlStore,
+) -> None:
+    assert await store.next_due_at() is None
+    job = await add_job(store, "backup", next_fire_at=NOW + 10 * MINUTE)
+    assert await store.next_due_at() == NOW + 10 * MINUTE
+
+    attempt = await claim(store, await fire(store, job, NOW))
+    await finish(store, attempt, retry_at(NOW + 3 * MINUTE))
+
+    assert await store.next_due_at() == NOW + 3 * MINUTE
+
+
+async def test_a_definition_of_a_newer_version_is_refused(store: SqlStore) -> None:
+    job = await add_job(store)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(jobs).where(jobs.c.id == job.id).values(definition='{"version": 2}')
+        )
+
+    with pytest.raises(StoreError, match="version 2"):
+        await store.get_job(job.id)
+
+
+async def test_instants_in_any_zone_are_kept_as_utc(store: SqlStore) -> None:
+    paris = timezone(timedelta(hours=1))
+    created = await store.create_job(
+        definition(), (NOW - MINUTE).astimezone(paris), NOW.astimezone(paris)
+    )
+
+    assert created.created_at == NOW
+    assert created.created_at.tzinfo is UTC
+    assert created.next_fire_at == NOW - MINUTE
+    assert [job.id for job in await store.due_jobs(NOW - MINUTE, 10)] == [created.id]
+    assert await store.due_jobs(NOW - 2 * MINUTE, 10) == []
+
+    attempt = await claim(store, await fire(store, created))
+    await store.cancel_run(attempt.run_id, "stop", (NOW + MINUTE).astimezone(paris))
+    async with store.engine.connect() as conn:
+        asked_at = (
+            await conn.execute(
+                select(runs.c.cancel_requested_at).where(runs.c.id == attempt.run_id)
+            )
+        ).scalar_one()
+    assert asked_at == NOW + MINUTE
+    assert asked_at.tzinfo is UTC
+
+
+async def test_naive_datetimes_are_refused(store: SqlStore) -> None:
+    with pytest.raises(Exception, match="naive datetime"):
+        await store.create_job(definition(), datetime(2025, 3, 1, 12), NOW)
+
+    assert (await store.count_jobs()).enabled == 0
+
+
+# Fires and runs
+
+
+async def test_record_fires_creates_queued_runs_and_moves_the_next_fire(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store, next_fire_at=NOW)
+    advance = FireAdvance(job.id, NOW, NOW + MINUTE)
+    new_run = NewRun(job.id, Trigger.SCHEDULE, NOW, late=True)
+
+    (run,) = await store.record_fires([advance], [new_run], NOW)
+
+    assert (run.job_name, run.state, run.scheduled_at, run.late) == (
+        "backup",
+        RunState.QUEUED,
+        NOW,
+        True,
+    )
+    (attempt,) = run.attempts
+    assert (attempt.number, attempt.state, attempt.queued_at) == (
+        1,
+        AttemptState.QUEUED,
+        NOW,
+    )
+    assert (await store.get_job(job.id)).next_fire_at == NOW + MINUTE
+    assert await store.get_run(run.id) == run
+
+
+async def test_a_fire_recorded_twice_gets_one_run(store: SqlStore) -> None:
+    job = await add_job(store, next_fire_at=NOW)
+    new_run = NewRun(job.id, Trigger.SCHEDULE, NOW)
+    await store.record_fires([FireAdvance(job.id, NOW, NOW + MINUTE)], [new_run], NOW)
+
+    again = await store.record_fires(
+        [FireAdvance(job.id, NOW + MINUTE, NOW + 2 * MINUTE)], [new_run, new_run], NOW
+    )
+
+    assert again == []
+    assert await row_count(store, runs) == 1
+    assert await row_count(store, attempts) == 1
+    assert (await store.get_job(job.id)).next_fire_at == NOW + 2 * MINUTE
+
+
+async def test_a_stale_advance_leaves_out_that_jobs_runs_only(
+    store: SqlStore,
+) -> None:
+    moved = await add_job(store, "moved", next_fire_at=NOW + 5 * MINUTE)
+    steady = await add_job(store, "steady", next_fire_at=NOW)
+
+    created = await store.record_fires(
+        [
+            FireAdvance(moved.id, NOW, NOW + MINUTE),
+            FireAdvance(steady.id, NOW, NOW + MINUTE),
+        ],
+        [
+            NewRun(moved.id, Trigger.SCHEDULE, NOW),
+            NewRun(steady.id, Trigger.SCHEDULE, NOW),
+        ],
+        NOW,
+    )
+
+    assert [run.job_name for run in created] == ["steady"]
+    assert (await store.get_job(moved.id)).next_fire_at == NOW + 5 * MINUTE
+    assert (await store.get_job(steady.id)).next_fire_at == NOW + MINUTE
+
+
+async def test_runs_of_a_deleted_job_are_left_out(store: SqlStore) -> None:
+    job = await add_job(store)
+    await store.delete_job(job.id)
+
+    created = await store.record_fires(
+        [FireAdvance(job.id, NOW, NOW + MINUTE)],
+        [NewRun(job.id, Trigger.SCHEDULE, NOW)],
+        NOW,
+    )
+
+    assert created == []
+
+
+async def test_a_skipped_run_has_no_attempt_and_is_finished(store: SqlStore) -> None:
+    job = await add_job(store)
+    new_run = NewRun(
+        job.id, Trigger.SCHEDULE, NOW, state=RunState.SKIPPED, reason="still running"
+    )
+
+    (run,) = await store.record_fires([], [new_run], NOW)
+
+    assert (run.state, run.reason, run.finished_at, run.attempts) == (
+        RunState.SKIPPED,
+        "still running",
+        NOW,
+        (),
+    )
+
+
+async def test_record_fires_of_a_thousand_runs_takes_a_few_statements(
+    store: SqlStore, statements: StatementCounter
+) -> None:
+    job = await add_job(store, next_fire_at=NOW)
+    fires = [NewRun(job.id, Trigger.SCHEDULE, NOW - i * MINUTE) for i in range(1000)]
+    advance = FireAdvance(job.id, NOW, NOW + MINUTE)
+    statements.count = 0
+
+    created = await store.record_fires([advance], fires, NOW)
+
+    assert len(created) == 1000
+    assert all(len(run.attempts) == 1 for run in created)
+    assert statements.count <= 10
+
+
+async def test_manual_runs_without_an_instant_never_collide(store: SqlStore) -> None:
+    job = await add_job(store)
+
+    first = await store.create_run(NewRun(job.id, Trigger.MANUAL, None), NOW)
+    second = await store.create_run(NewRun(job.id, Trigger.MANUAL, None), NOW)
+
+    assert first.id != second.id
+    assert (first.trigger, first.scheduled_at, len(first.attempts)) == (
+        Trigger.MANUAL,
+        None,
+        1,
+    )
+
+
+async def test_create_run_refuses_a_missing_job_and_a_recorded_fire(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    await fire(store, job, NOW)
+
+    with pytest.raises(NotFoundError):
+        await store.create_run(NewRun(404, Trigger.MANUAL, None), NOW)
+    with pytest.raises(ConflictError):
+        await store.create_run(NewRun(job.id, Trigger.DEPENDENCY, NOW), NOW)
+    assert await row_count(store, runs) == 1
+
+
+async def test_missing_runs_raise_not_found(store: SqlStore) -> None:
+    with pytest.raises(NotFoundError):
+        await store.get_run(404)
+    with pytest.raises(NotFoundError):
+        await store.cancel_run(404, "operator", NOW)
+    with pytest.raises(NotFoundError):
+        await store.start_retry(404, NOW)
+
+
+async def test_list_runs_pages_newest_first_without_gaps(store: SqlStore) -> None:
+    job = await add_job(store)
+    made = [await fire(store, job, NOW + i * MINUTE) for i in range(7)]
+
+    pages = await all_pages(
+        lambda limit, cursor: store.list_runs(RunFilter(), limit, cursor), 3
+    )
+
+    assert [len(page) for page in pages] == [3, 3, 1]
+    listed = [run.id for page in pages for run in page]
+    assert listed == [run.id for run in reversed(made)]
+    assert all(run.attempts for page in pages for run in page)
+
+
+@pytest.mark.parametrize(
+    ("run_filter", "expected"),
+    [
+        (RunFilter(job_id=1), ["a0", "a1-skipped"]),
+        (RunFilter(states=frozenset({RunState.SKIPPED})), ["a1-skipped"]),
+        (RunFilter(trigger=Trigger.MANUAL), ["b-manual"]),
+        (RunFilter(created_after=NOW + MINUTE), ["a1-skipped", "b-manual"]),
+        (RunFilter(created_before=NOW + MINUTE), ["a0"]),
+        (
+            RunFilter(job_id=1, states=frozenset({RunState.QUEUED})),
+            ["a0"],
+        ),
+    ],
+    ids=["job", "states", "trigger", "created-after", "created-before", "combined"],
+)
+async def test_list_runs_filters(
+    store: SqlStore, run_filter: RunFilter, expected: list[str]
+) -> None:
+    a = await add_job(store, "a")
+    b = await add_job(store, "b")
+    assert a.id == 1, "the filters above name job 1"
+    made = {
+        "a0": await fire(store, a, NOW, now=NOW),
+        "a1-skipped": await fire(
+            store, a, NOW + MINUTE, state=RunState.SKIPPED, now=NOW + MINUTE
+        ),
+        "b-manual": await store.create_run(
+            NewRun(b.id, Trigger.MANUAL, None), NOW + 2 * MINUTE
+        ),
+    }
+    names = {run.id: name for name, run in made.items()}
+
+    page = await store.list_runs(run_filter, 10, None)
+
+    assert sorted(names[run.id] for run in page.items) == expected
+
+
+async def test_active_runs_are_the_waiting_queued_and_running_ones(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store, "a")
+    idle = await add_job(store, "idle")
+    waiting = await fire(store, job, NOW, state=RunState.WAITING)
+    running = await fire(store, job, NOW + MINUTE)
+    await claim(store, running)
+    await fire(store, job, NOW + 2 * MINUTE, state=RunState.SKIPPED)
+    queued = await fire(store, job, NOW + 3 * MINUTE)
+
+    active = await store.active_runs([job.id, idle.id])
+
+    assert [run.id for run in active[job.id]] == [waiting.id, running.id, queued.id]
+    assert [run.state for run in active[job.id]] == [
+        RunState.WAITING,
+        RunState.RUNNING,
+        RunState.QUEUED,
+    ]
+    assert active[idle.id] == []
+
+
+async def test_count_runs_counts_every_state(store: SqlStore) -> None:
+    job = await add_job(store)
+    await fire(store, job, NOW)
+    await fire(store, job, NOW + MINUTE)
+    await fire(store, job, NOW + 2 * MINUTE, state=RunState.SKIPPED)
+
+    counts = (await store.count_runs()).by_state
+
+    assert counts[RunState.QUEUED] == 2
+    assert counts[RunState.SKIPPED] == 1
+    assert counts[RunState.FAILED] == 0
+    assert set(counts) == set(RunState)
+
+
+async def test_previous_final_run_is_the_latest_ended_before(store: SqlStore) -> None:
+    job = await add_job(store)
+    other = await add_job(store, "other")
+    first = await fire(store, job, NOW, state=RunState.SKIPPED)
+    await fire(store, other, NOW, state=RunState.SKIPPED)
+    second = await fire(store, job, NOW + MINUTE, state=RunState.SKIPPED)
+    active = await fire(store, job, NOW + 2 * MINUTE)
+    latest = await fire(store, job, NOW + 3 * MINUTE)
+
+    assert await store.previous_final_run(job.id, latest.id) == second
+    assert await store.previous_final_run(job.id, second.id) == first
+    assert await store.previous_final_run(job.id, first.id) is None
+    assert active.state is RunState.QUEUED
+
+
+async def test_cancel_of_a_queued_run_ends_it_at_once(store: SqlStore) -> None:
+    run = await fire(store, await add_job(store))
+
+    cancelled = await store.cancel_run(run.id, "by operator", NOW + MINUTE)
+
+    assert (cancelled.state, cancelled.reason, cancelled.finished_at) == (
+        RunState.CANCELLED,
+        "by operator",
+        NOW + MINUTE,
+    )
+    (attempt,) = cancelled.attempts
+    assert (attempt.state, attempt.finished_at) == (
+        AttemptState.CANCELLED,
+        NOW + MINUTE,
+    )
+    assert await store.queued_attempts(10, 0) == []
+
+
+async def test_cancel_of_a_pending_retry_clears_it(store: SqlStore) -> None:
+    run = await fire(store, await add_job(store))
+    await finish(store, await claim(store, run), retry_at(NOW + 5 * MINUTE))
+
+    cancelled = await store.cancel_run(run.id, "not needed", NOW + MINUTE)
+
+    assert (cancelled.state, cancelled.next_attempt_at) == (RunState.CANCELLED, None)
+    assert await store.due_retries(NOW + 10 * MINUTE, 10) == []
+    assert await store.start_retry(run.id, NOW + 10 * MINUTE) is None
+
+
+async def test_cancel_of_a_running_run_asks_its_worker_to_stop(
+    store: SqlStore,
+) -> None:
+    run = await fire(store, await add_job(store))
+    attempt = await claim(store, run)
+    other = await claim(store, await fire(store, await add_job(store, "other")))
+    assert await store.cancel_requested([attempt.id, other.id]) == set()
+
+    asked = await store.cancel_run(run.id, "too slow", NOW + MINUTE)
+
+    assert (asked.state, asked.reason) == (RunState.RUNNING, "too slow")
+    assert asked.attempts[0].state is AttemptState.RUNNING
+    assert await store.cancel_requested([attempt.id, other.id]) == {attempt.id}
+
+    stopped = await finish(
+        store,
+        attempt,
+        ended(AttemptState.CANCELLED, RunState.CANCELLED),
+        NOW + 2 * MINUTE,
+    )
+    assert stopped is not None
+    assert (stopped.state, stopped.reason) == (RunState.CANCELLED, "too slow")
+    # No longer running: nothing would record a further end, so it should stop too.
+    assert await store.cancel_requested([attempt.id]) == {attempt.id}
+
+
+async def test_attempts_of_a_deleted_job_are_asked_to_stop(store: SqlStore) -> None:
+    job = await add_job(store)
+    attempt = await claim(store, await fire(store, job))
+
+    await store.delete_job(job.id)
+
+    assert await store.cancel_requested([attempt.id]) == {attempt.id}
+
+
+async def test_a_run_asked_to_stop_is_not_retried(store: SqlStore) -> None:
+    run = await fire(store, await add_job(store))
+    attempt = await claim(store, run)
+    await store.cancel_run(run.id, "stop it", NOW)
+
+    settled = await finish(store, attempt, retry_at(NOW + MINUTE))
+
+    assert settled is not None
+    assert (settled.state, settled.next_attempt_at, settled.reason) == (
+        RunState.CANCELLED,
+        None,
+        "stop it",
+    )
+
+
+async def test_cancel_of_an_ended_run_changes_nothing(store: SqlStore) -> None:
+    run = await fire(store, await add_job(store), state=RunState.SKIPPED)
+
+    again = await store.cancel_run(run.id, "late request", NOW + MINUTE)
+
+    assert again == run
+
+
+async def test_prune_deletes_ended_runs_finished_before_the_instant(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    old = [
+        await fire(store, job, NOW + i * MINUTE, state=RunState.SKIPPED, now=NOW)
+        for i in range(3)
+    ]
+    finished = await fire(store, job, NOW + 3 * MINUTE)
+    attempt = await claim(store, finished)
+    await store.finish_attempts(
+        [AttemptFinish(attempt.id, ended(), output="done")], NOW
+    )
+    recent = await fire(
+        store, job, NOW + 4 * MINUTE, state=RunState.SKIPPED, now=NOW + 10 * MINUTE
+    )
+    active = await fire(store, job, NOW + 5 * MINUTE)
+
+    assert await store.prune_runs(NOW + MINUTE, 2) == 2
+    assert await store.prune_runs(NOW + MINUTE, 10) == 2
+    assert await store.prune_runs(NOW + MINUTE, 10) == 0
+
+    left = {run.id for run in (await store.list_runs(RunFilter(), 10, None)).items}
+    assert left == {recent.id, active.id}
+    assert all(run.id not in left for run in old)
+    assert await row_count(store, attempt_outputs) == 0
+    assert await row_count(store, attempts) == 1
+
+
+# Attempts
+
+
+async def test_claim_moves_the_attempt_and_its_run_to_running(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    run = await fire(store, job)
+    attempt_id = run.attempts[0].id
+
+    batch = await store.claim_attempts([attempt_id], "node-a", NOW + MINUTE, 10)
+
+    (claimed,) = batch.claimed
+    assert batch.deferred == []
+    assert (claimed.attempt.state, claimed.attempt.node_id) == (
+        AttemptState.RUNNING,
+        "node-a",
+    )
+    assert claimed.attempt.started_at == NOW + MINUTE
+    assert claimed.run.state is RunState.RUNNING
+    assert claimed.job == job
+    assert claimed.previous_run is None
+    assert await store.get_run(run.id) == claimed.run
+    assert await store.running_count() == 1
+
+
+async def test_an_attempt_is_claimed_once(store: SqlStore) -> None:
+    run = await fire(store, await add_job(store))
+    attempt_id = run.attempts[0].id
+
+    first = await store.claim_attempts([attempt_id, attempt_id], "node-a", NOW, 10)
+    second = await store.claim_attempts([attempt_id], "node-b", NOW, 10)
+
+    assert [c.attempt.id for c in first.claimed] == [attempt_id]
+    assert (second.claimed, second.deferred) == ([], [])
+    assert (await store.get_run(run.id)).attempts[0].node_id == "node-a"
+
+
+async def test_claims_beyond_capacity_are_deferred(store: SqlStore) -> None:
+    job = await add_job(store)
+    made = [await fire(store, job, NOW + i * MINUTE) for i in range(4)]
+    ids = [run.attempts[0].id for run in made]
+    await store.claim_attempts(ids[:1], "node-a", NOW, 3)
+
+    batch = await store.claim_attempts(ids[1:], "node-b", NOW, 3)
+
+    assert [c.attempt.id for c in batch.claimed] == ids[1:3]
+    assert batch.deferred == ids[3:]
+    full = await store.claim_attempts(ids[3:], "node-b", NOW, 3)
+    assert (full.claimed, full.deferred) == ([], ids[3:])
+
+
+async def test_claims_of_cancelled_or_missing_attempts_are_dropped(
+    store: SqlStore,
+) -> None:
+    run = await fire(store, await add_job(store))
+    await store.cancel_run(run.id, "operator", NOW)
+
+    batch = await store.claim_attempts([run.attempts[0].id, 404], "node-a", NOW, 10)
+
+    assert (batch.claimed, batch.deferred) == ([], [])
+
+
+async def test_a_claim_carries_the_previous_ended_run(store: SqlStore) -> None:
+    job = await add_job(store)
+    first = await fire(store, job, NOW)
+    settled = await finish(store, await claim(store, first), ended())
+    second = await fire(store, job, NOW + MINUTE)
+
+    batch = await store.claim_attempts([second.attempts[0].id], "node-a", NOW, 10)
+
+    assert batch.claimed[0].previous_run == settled
+
+
+async def test_claim_and_finish_of_a_batch_take_a_few_statements(
+    store: SqlStore, statements: StatementCounter
+) -> None:
+    job = await add_job(store)
+    fires = [NewRun(job.id, Trigger.SCHEDULE, NOW + i * MINUTE) for i in range(200)]
+    made = await store.record_fires([], fires, NOW)
+    for run in made[:50]:  # so that previous runs exist to be looked up
+        await finish(store, await claim(store, run), ended())
+    ids = [run.attempts[0].id for run in made[50:]]
+
+    statements.count = 0
+    batch = await store.claim_attempts(ids, "node-a", NOW, 1000)
+    assert len(batch.claimed) == 150
+    assert statements.count <= 12
+
+    statements.count = 0
+    finishes = [AttemptFinish(i, ended(), output=f"out {i}") for i in ids]
+    settled = await store.finish_attempts(finishes, NOW + MINUTE)
+    assert all(run is not None and run.state is RunState.SUCCEEDED for run in settled)
+    assert statements.count <= 8
+
+
+async def test_a_retry_outcome_queues_the_run_again(store: SqlStore) -> None:
+    run = await fire(store, await add_job(store))
+    attempt = await claim(store, run)
+
+    settled = await finish(store, attempt, retry_at(NOW + 5 * MINUTE), NOW + MINUTE)
+
+    assert settled is not None
+    assert (settled.state, settled.next_attempt_at, settled.finished_at) == (
+        RunState.QUEUED,
+        NOW + 5 * MINUTE,
+        None,
+    )
+    (ended_attempt,) = settled.attempts
+    assert (ended_attempt.state, ended_attempt.exit_code) == (AttemptState.FAILED, 1)
+    assert ended_attempt.finished_at == NOW + MINUTE
+
+
+async def test_a_final_outcome_ends_the_run_and_keeps_the_output(
+    store: SqlStore,
+) -> None:
+    run = await fire(store, await add_job(store))
+    attempt = await claim(store, run)
+    outcome = ended(
+        AttemptState.TIMED_OUT,
+        RunState.TIMED_OUT,
+        error="timed out after 90 s",
+        reason="no retry left",
+    )
+
+    (settled,) = await store.finish_attempts(
+        [AttemptFinish(attempt.id, outcome, "...last lines", True)], NOW + MINUTE
+    )
+
+    assert settled is not None
+    assert (settled.state, settled.reason, settled.finished_at) == (
+        RunState.TIMED_OUT,
+        "no retry left",
+        NOW + MINUTE,
+    )
+    stored, output = await store.get_output(run.id, 1)
+    assert (stored.state, stored.error, stored.output_truncated) == (
+        AttemptState.TIMED_OUT,
+        "timed out after 90 s",
+        True,
+    )
+    assert output == "...last lines"
+
+
+async def test_only_running_attempts_can_finish(store: SqlStore) -> None:
+    job = await add_job(store)
+    queued = await fire(store, job, NOW)
+    running = await claim(store, await fire(store, job, NOW + MINUTE))
+
+    results = await store.finish_attempts(
+        [
+            AttemptFinish(queued.attempts[0].id, ended()),
+            AttemptFinish(running.id, ended()),
+            AttemptFinish(running.id, ended(AttemptState.FAILED, RunState.FAILED)),
+            AttemptFinish(404, ended()),
+        ],
+        NOW,
+    )
+
+    assert results[0] is None
+    assert results[1] is not None
+    assert results[1].state is RunState.SUCCEEDED
+    assert results[2:] == [None, None]
+    assert await finish(store, running, ended()) is None
+    assert (await store.get_run(queued.id)).state is RunState.QUEUED
+
+
+async def test_retries_get_the_next_attempt_number(store: SqlStore) -> None:
+    run = await fire(store, await add_job(store))
+    await finish(store, await claim(store, run), retry_at(NOW + MINUTE))
+    assert await store.due_retries(NOW, 10) == []
+
+    (due,) = await store.due_retries(NOW + MINUTE, 10)
+    queued = await store.start_retry(due.id, NOW + MINUTE)
+
+    assert queued is not None
+    assert (queued.run_id, queued.number) == (run.id, 2)
+    assert await store.start_retry(due.id, NOW + MINUTE) is None
+    assert await store.queued_attempts(10, 0) == [queued]
+    after = await store.get_run(run.id)
+    assert (after.state, after.next_attempt_at) == (RunState.QUEUED, None)
+    assert [a.number for a in after.attempts] == [1, 2]
+
+
+async def test_queued_attempts_page_by_id(store: SqlStore) -> None:
+    job = await add_job(store)
+    made = [await fire(store, job, NOW + i * MINUTE) for i in range(5)]
+    await claim(store, made[1])
+    ids = [run.attempts[0].id for run in made]
+
+    first = await store.queued_attempts(2, 0)
+    rest = await store.queued_attempts(10, first[-1].attempt_id)
+
+    assert [q.attempt_id for q in first] == [ids[0], ids[2]]
+    assert [q.attempt_id for q in rest] == ids[3:]
+    assert (rest[0].run_id, rest[0].number) == (made[3].id, 1)
+
+
+async def test_running_attempts_of_one_node_or_all(store: SqlStore) -> None:
+    job = await add_job(store)
+    on_a = await claim(store, await fire(store, job, NOW), "node-a")
+    on_b = await claim(store, await fire(store, job, NOW + MINUTE), "node-b")
+    await fire(store, job, NOW + 2 * MINUTE)
+
+    of_a = await store.running_attempts("node-a")
+    everywhere = await store.running_attempts(None)
+
+    assert [(r.attempt.id, r.run.id, r.job.id) for r in of_a] == [
+        (on_a.id, on_a.run_id, job.id)
+    ]
+    assert [r.attempt.id for r in everywhere] == [on_a.id, on_b.id]
+    assert await store.running_count() == 2
+
+
+async def test_saved_output_is_the_live_tail_until_the_attempt_ends(
+    store: SqlStore,
+) -> None:
+    run = await fire(store, await add_job(store))
+    attempt = await claim(store, run)
+    assert await store.get_output(run.id, 1) == (attempt, "")
+
+    await store.save_outputs([(attempt.id, "line 1", False)])
+    await store.save_outputs([(attempt.id, "line 1\nline 2", False)])
+    assert (await store.get_output(run.id, 1))[1] == "line 1\nline 2"
+
+    await store.finish_attempts([AttemptFinish(attempt.id, ended(), "all")], NOW)
+    await store.save_outputs([(attempt.id, "stale tail", False), (404, "x", False)])
+    assert (await store.get_output(run.id, 1))[1] == "all"
+    with pytest.raises(NotFoundError):
+        await store.get_output(run.id, 2)
+
+
+async def test_ping_answers(store: SqlStore) -> None:
+    await store.ping()
+
+
+async def test_writers_in_one_process_take_turns(store: SqlStore) -> None:
+    await asyncio.gather(*(add_job(store, f"job-{i}") for i in range(30)))
+
+    assert (await store.count_jobs()).enabled == 30
+
+
+# SQLite and migrations
+
+
+def sqlite_only(store: SqlStore) -> None:
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("checks SQLite's own settings")
+
+
+async def test_reads_do_not_wait_for_the_write_lock(store: SqlStore) -> None:
+    sqlite_only(store)
+    job = await add_job(store)
+
+    async with store._write_lock:
+        assert await asyncio.wait_for(store.get_job(job.id), timeout=5) == job
+
+
+async def test_sqlite_writes_take_the_write_lock_at_begin(store: SqlStore) -> None:
+    sqlite_only(store)
+    sent: list[str] = []
+    event.listen(
+        store.engine.sync_engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, sql, *_: sent.append(sql),
+    )
+
+    job = await add_job(store)
+    await store.get_job(job.id)
+
+    assert [sql for sql in sent if sql.startswith("BEGIN")] == [
+        "BEGIN IMMEDIATE",
+        "BEGIN",
+    ]
+
+
+async def test_two_stores_on_one_file_write_without_busy_errors(
+    store: SqlStore, store_url: str
+) -> None:
+    sqlite_only(store)
+    other = await open_store(store_url, migrate_first=False)
+    made = [await add_job(s, f"job-{i}") for i, s in enumerate((store, other) * 5)]
+
+    async def fire_all(on: SqlStore, offset: int) -> None:
+        for job in made[offset::2]:
+            for minute in range(5):
+                scheduled_at = NOW + minute * MINUTE
+                advance = FireAdvance(job.id, scheduled_at, scheduled_at + MINUTE)
+                fires = [NewRun(job.id, Trigger.SCHEDULE, scheduled_at)]
+                await on.record_fires([advance], fires, NOW)
+
+    try:
+        await asyncio.gather(fire_all(store, 0), fire_all(other, 1))
+    finally:
+        await other.close()
+
+    assert await row_count(store, runs) == 50
+
+
+async def test_sqlite_connections_use_wal_and_the_store_pragmas(
+    store: SqlStore,
+) -> None:
+    sqlite_only(store)
+    async with store.engine.connect() as conn:
+        values = [
+            (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
+            for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+        ]
+
+    # synchronous: 1 is NORMAL.
+    assert values == ["wal", 1, 1, 5000]
+
+
+async def query_plan(store: SqlStore, statement: Select[*tuple[Any, ...]]) -> str:
+    async with store.engine.connect() as conn:
+        compiled = statement.compile(
+            dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        nulls = tuple(None for _ in compiled.positiontup or ())
+        result = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", nulls)
+        return "\n".join(str(row[-1]) for row in result)
+
+
+def assert_no_table_scan(plan: str) -> None:
+    assert re.search(r"\bSCAN (jobs|runs|attempts)\b", plan) is None, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+async def test_the_due_query_is_a_range_scan_of_the_next_fire_index(
+    store: SqlStore,
+) -> None:
+    sqlite_only(store)
+
+    plan = await query_plan(store, due_jobs_statement(NOW, 100))
+
+    assert "SEARCH jobs USING INDEX ix_jobs_next_fire_at (next_fire_at<?)" in plan
+    assert_no_table_scan(plan)
+
+
+@pytest.mark.parametrize(
+    ("statement", "indexes"),
+    [
+        (
+            next_due_statement(),
+            ["ix_jobs_next_fire_at", "ix_runs_state_next_attempt_at"],
+        ),
+        (due_retries_statement(NOW, 100), ["ix_runs_state_next_attempt_at"]),
+        (prunable_runs_statement(NOW, 100), ["ix_runs_finished_at"]),
+    ],
+    ids=["next-due", "due-retries", "prune"],
+)
+async def test_scheduler_queries_read_indexes_only(
+    store: SqlStore, statement: Select[*tuple[Any, ...]], indexes: list[str]
+) -> None:
+    sqlite_only(store)
+
+    plan = await query_plan(store, statement)
+
+    for index in indexes:
+        assert re.search(rf"SEARCH \w+ USING (COVERING )?INDEX {index} ", plan), plan
+    assert_no_table_scan(plan)
+
+
+async def test_ping_raises_store_error_when_the_file_is_no_database(
+    tmp_path: Path,
+) -> None:
+    # A file that cannot be opened at all is not used here: aiosqlite then stops
+    # its thread after the test's event loop closed, which pytest reports.
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not an SQLite database, " * 100)
+    store = SqlStore(create_store_engine(f"sqlite:///{garbage}"))
+    try:
+        with pytest.raises(StoreError, match="file is not a database"):
+            await store.ping()
+    finally:
+        await store.close()
+
+
+def test_migrate_raises_store_error_when_the_file_is_no_database(
+    tmp_path: Path,
+) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not an SQLite database, " * 100)
+
+    with pytest.raises(StoreError, match="migrating the store failed"):
+        migrate(f"sqlite:///{garbage}")
+
+
+async def test_migrations_build_the_schema_on_an_empty_database_once(
+    store_url: str,
+) -> None:
+    migrate(store_url)
+    migrate(store_url)
+
+    store = await open_store(store_url)
+    try:
+        async with store.engine.connect() as conn:
+            version = (
+                await conn.execute(text("SELECT version_num FROM alembic_version"))
+            ).all()
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync), metadata
+                )
+            )
+    finally:
+        await store.close()
+
+    assert version == [(head_revision(),)]
+    assert diff == []
+
+
+def test_offline_migration_renders_the_schema_as_sql(tmp_path: Path) -> None:
+    config = alembic_config(f"sqlite:///{tmp_path / 'unused.db'}")
+    config.output_buffer = io.StringIO()
+
+    command.upgrade(config, "head", sql=True)
+
+    rendered = config.output_buffer.getvalue()
+    assert "CREATE TABLE runs" in rendered
+    assert "CONSTRAINT uq_runs_job_id_scheduled_at UNIQUE (job_id, scheduled_at)" in (
+        rendered
+    )
+    assert not (tmp_path / "unused.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        ("sqlite:////var/lib/socmeth/db", "sqlite+aiosqlite:////var/lib/socmeth/db"),
+        ("postgresql://u:p@db/socmeth", "postgresql+asyncpg://u:p@db/socmeth"),
+        ("postgres://u@db/socmeth", "postgresql+asyncpg://u@db/socmeth"),
+        ("postgresql+asyncpg://db/socmeth", "postgresql+asyncpg://db/socmeth"),
+    ],
+    ids=["sqlite", "postgresql", "postgres-alias", "already-async"],
+)
+def test_store_urls_map_to_async_drivers(configured: str, expected: str) -> None:
+    rendered = async_url(configured).render_as_string(hide_password=False)
+
+    assert rendered == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite:///:memory:", "mysql://db/socmeth"],
+    ids=["sqlite-default", "sqlite-memory", "unknown-scheme"],
+)
+async def test_unsupported_store_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        await open_store(url)
+
+    assert raised.value.key == "database.url"
