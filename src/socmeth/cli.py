@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line and turn errors into messages and exit codes."""
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="socmeth", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="socmeth", standalone_mode=False)
     except click.UsageError as exc:
         hint = exc.ctx.command_path if exc.ctx else "socmeth"
         click.echo(f"socmeth: {exc.format_message()} (see '{hint} --help')", err=True)
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from socmeth.errors import ConfigError
+from socmeth.errors import ConfigError, ScheduleError
+from socmeth.schedule import validate_timezone
 
 ENV_PREFIX = "SOCMETH_"
 ENV_ALIASES = {"POSTGRES_URL": ("database", "url"), "REDIS_URL": ("redis", "url")}
@@ -56,6 +57,24 @@ class SchedulerConfig(_Section):
     max_job_timeout: int = Field(3600, ge=1)
     timezone: str = "UTC"
     kill_grace: float = Field(5.0, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            validate_timezone(name)
+        except ScheduleError as exc:
+            raise ValueError(exc.reason) from exc
+        return name
+
+    @model_validator(mode="after")
+    def _timeout_within_cap(self) -> SchedulerConfig:
+        if self.job_timeout > self.max_job_timeout:
+            raise ValueError(
+                f"job_timeout {self.job_timeout} is above max_job_timeout "
+                f"{self.max_job_timeout}; lower it or raise the cap"
+            )
+        return self
 
 
 class WorkersConfig(_Section):
@@ -187,9 +206,10 @@ def _validate(merged: dict[str, dict[str, Any]]) -> Config:
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
-        message = first["msg"]
+        message = first["msg"].removeprefix("Value error, ")
+        shown = f" (got {first.get('input')!r})"
         if first["type"] == "extra_forbidden":
-            message = "is not a known key"
-        value = first.get("input")
-        shown = "" if first["type"] == "extra_forbidden" else f" (got {value!r})"
+            message, shown = "is not a known key", ""
+        elif len(first["loc"]) < 2:  # a rule across keys: the message names them
+            shown = ""
         raise ConfigError(key, f"{message}{shown}") from exc
