@@ -28,6 +28,7 @@ from socmeth.clock import Clock
 from socmeth.config import Config
 from socmeth.executors import ExecutionContext, Executors, OutputTail
 from socmeth.executors.base import ExecutionResult
+from socmeth.executors.procs import kill_attempt_processes
 from socmeth.metrics import Metrics
 from socmeth.models import AttemptState, Run, RunState
 from socmeth.queue.base import Delivery, Queue
@@ -107,7 +108,8 @@ class WorkerPool:
 
         In embedded mode this node is the only one, so every running attempt in the
         store belonged to a process that is gone: each becomes `lost` and the retry
-        policy decides what follows.
+        policy decides what follows. Commands such an attempt left running on this
+        machine are killed, so that a retry never runs beside them.
         """
         now = self._clock.now()
         orphans = await self._store.running_attempts(None)
@@ -130,7 +132,21 @@ class WorkerPool:
             )
         if finishes:
             await self._store.finish_attempts(finishes, now)
+            await self._kill_leftovers([(o.run.id, o.attempt.number) for o in orphans])
         await self._republish_queued()
+
+    async def _kill_leftovers(self, attempts: list[tuple[int, int]]) -> None:
+        """Kill processes a crashed life of this node left running for lost attempts.
+
+        A lost attempt may be retried; its old process must not run on beside it.
+        """
+        killed = await asyncio.to_thread(kill_attempt_processes, attempts)
+        if killed:
+            log.warning(
+                "killed %s processes left running by lost attempts",
+                len(killed),
+                extra={"event": "attempt.leftovers_killed", "count": len(killed)},
+            )
 
     async def _republish_queued(self) -> None:
         after_id = 0

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from socmeth.executors.procs import group_alive
 from tests.conftest import POSTGRES_HOST, POSTGRES_USER, require_postgres
 from tests.e2e.conftest import Server
 
@@ -306,16 +307,27 @@ def test_sigterm_mid_attempt_records_it_lost_and_the_retry_runs_after_restart(
     assert [a["state"] for a in finished["attempts"]] == ["lost", "succeeded"]
 
 
-def test_a_crash_mid_attempt_is_settled_at_the_next_start(server_factory: Any) -> None:
+def test_a_crash_mid_attempt_is_settled_at_the_next_start(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
     first: Server = server_factory()
     first.start()
-    create(first, name="crashed", command="sleep 30")
+    create(first, name="crashed", command=f"echo $$ > {pid_file}; exec sleep 30")
     run = run_now(first, "crashed")
     first.wait_for_run(run["id"], until=("running",))
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
     first.stop(signal.SIGKILL)
+    left_behind = int(pid_file.read_text())
+    assert group_alive(left_behind), "the command outlives its crashed server"
 
     second: Server = server_factory(data_dir=first.data_dir)
     second.start()
     finished = second.wait_for_run(run["id"], timeout=10)
+
     assert finished["state"] == "failed"
     assert finished["attempts"][0]["state"] == "lost"
+    assert not group_alive(left_behind), "the restart kills what the crash left"

@@ -24,9 +24,9 @@ This executor takes 0.65-0.9x with stalls of 5-11 ms at 10 in flight and 13-27 m
 50, and 0.6-0.85x with all 1,000 started at once. One or two spawn threads are slower
 (up to 1.8x); 4, 8 and 16 are alike within the noise, so the default is 8.
 
-A zombie counts as a member of its group. Under an init that does not reap orphans
-(some containers' PID 1), a stopped group therefore looks alive until `kill_grace`
-passes; run the node under an init that reaps (`tini`, `docker run --init`).
+A zombie still counts as a member of its group for `killpg`; under an init that does
+not reap orphans (some containers' PID 1) zombies stay, so whether a group is gone is
+read from `/proc` (`procs.group_alive`), where zombies can be told apart.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from socmeth.executors.base import (
     wait_bounded,
 )
 from socmeth.executors.output import OutputTail
+from socmeth.executors.procs import group_alive
 from socmeth.models import AttemptState
 
 logger = logging.getLogger(__name__)
@@ -224,11 +225,11 @@ class _Child:
         return True
 
     async def wait_group_gone(self, timeout: float) -> bool:
-        """Wait until no process of the group is left; False if `timeout` passed."""
+        """Wait until no live process of the group is left; False on timeout."""
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self.exited)
-                while self.signal_group(0):
+                while group_alive(self.pgid):
                     await asyncio.sleep(_GROUP_POLL_S)
         except TimeoutError:
             return False
