@@ -94,10 +94,11 @@ class JobService:
         return updated
 
     async def delete(self, job: Job) -> None:
-        """Delete a job and its history; a running attempt is asked to stop first."""
-        now = self._clock.now()
-        for run in (await self._store.active_runs([job.id])).get(job.id, []):
-            await self._store.cancel_run(run.id, "the job was deleted", now)
+        """Delete a job and its history in one transaction.
+
+        A running attempt of the job is stopped by its worker, which finds the
+        attempt gone from the store (`Store.cancel_requested`).
+        """
         await self._store.delete_job(job.id)
         log.info("job %s deleted", job.name, extra={"event": "job.deleted"})
 

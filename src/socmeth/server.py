@@ -1,27 +1,35 @@
-"""Serve one node over HTTP with uvicorn, starting and stopping it with the app.
+"""Serve one node over HTTP: claim the store, bind the port, start the node, serve.
 
-The node starts and stops inside the ASGI lifespan, so that uvicorn's handling of
-SIGTERM and SIGINT (stop accepting, finish requests) is followed by the node's own
-graceful stop (no new attempts, a grace period for running ones) before the process
-exits.
+The order makes a failed start harmless and explain itself in one line: the SQLite
+store is locked first (a second server on the same data dir is refused before it
+can touch the first one's runs), the port is bound next (a taken port is refused
+before the node settles anything), and only then does the node start. uvicorn then
+serves until SIGTERM or SIGINT; the node stops after it, gracefully (no new attempts,
+a grace period for running ones).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import ipaddress
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import uvicorn
-from fastapi import FastAPI
 
 from socmeth.api.app import create_app
 from socmeth.config import Config
 from socmeth.errors import ConfigError
 from socmeth.node import Node
+from socmeth.store.migrate import sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -62,42 +70,115 @@ def refuse_unavailable(config: Config) -> None:
     if config.redis.url:
         raise ConfigError(
             "redis.url",
-            "cluster mode with Redis is not available yet (issue 4); unset REDIS_URL "
-            "to run in embedded mode",
+            "cluster mode with Redis is not available yet (issue 4); unset redis.url "
+            "(or REDIS_URL) to run in embedded mode",
         )
     if config.database.url and not config.database.url.startswith("sqlite:"):
         raise ConfigError(
             "database.url",
-            "PostgreSQL is not available yet (issue 4); unset POSTGRES_URL to keep "
-            "state in SQLite in the data dir",
+            "PostgreSQL is not available yet (issue 4); unset database.url (or "
+            "POSTGRES_URL) to keep state in SQLite in the data dir",
         )
 
 
-def build_app(node: Node) -> FastAPI:
-    """Create the API app whose lifespan starts and stops `node`."""
+@contextlib.contextmanager
+def store_lock(config: Config) -> Iterator[None]:
+    """Hold an exclusive lock beside the SQLite file while this server runs.
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await node.start()
+    SQLite has one node by definition (SPEC: SQLite with more than one node is
+    refused), and a second server on the same file would settle the first one's
+    running attempts as lost.
+    """
+    database = sqlite_file(config.database_url)
+    if database is None:
+        yield
+        return
+    lock_path = database.with_name(database.name + ".lock")
+    handle = _open_lock(lock_path)
+    try:
         try:
-            yield
-        finally:
-            await node.stop()
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(
+                "server.data_dir",
+                f"the store {database} is in use by socmeth serve (pid {holder}); "
+                "one SQLite store serves one node: stop that server or choose "
+                "another --data-dir",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
-    return create_app(node, lifespan=lifespan)
+
+def _open_lock(path: Path) -> IO[str]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a+")
+    except OSError as exc:
+        raise ConfigError(
+            "server.data_dir",
+            f"cannot use {path.parent} for the store: {exc.strerror}",
+        ) from exc
 
 
-def _already_stopped(signum: int, frame: FrameType | None) -> None:
-    """Ignore the signal uvicorn raises again once it has shut down."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket now, so that a taken port fails the start early."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            "server.host", f"{host!r} is not an address of this machine: {exc}"
+        ) from exc
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            "server.port", f"cannot listen on {host}:{port}: {reason}"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(config: Config) -> None:
     """Run the server until SIGTERM or SIGINT."""
     refuse_unavailable(config)
-    config.server.data_dir.mkdir(parents=True, exist_ok=True)
     host = bind_host(config)
+    with store_lock(config):
+        sock = bind_socket(host, config.server.port)
+        with sock:
+            asyncio.run(_serve(config, sock, host))
+
+
+async def _serve(config: Config, sock: socket.socket, host: str) -> None:
     node = Node(config)
-    app = build_app(node)
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop()
+        raise
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(node),
+            log_config=None,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    # uvicorn stops on SIGTERM/SIGINT, restores the handlers it found and raises the
+    # signal again once it has stopped. Handlers that do nothing make that re-raise
+    # harmless, so the node below gets its graceful stop and the exit status is 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_stopping)
     log.info(
         "serving on http://%s:%s with state in %s",
         host,
@@ -105,16 +186,11 @@ def serve(config: Config) -> None:
         config.database_url,
         extra={"event": "server.listening"},
     )
-    # uvicorn stops on SIGTERM/SIGINT, restores the handlers it found, and raises the
-    # signal again. Handlers that do nothing make that re-raise a no-op, so a graceful
-    # stop (the node has stopped in the lifespan by then) exits with status 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _already_stopped)
-    uvicorn.run(
-        app,
-        host=host,
-        port=config.server.port,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await node.stop()
+
+
+def _already_stopping(signum: int, frame: FrameType | None) -> None:
+    """Ignore the signal uvicorn raises again once it has shut down."""

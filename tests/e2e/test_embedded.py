@@ -6,6 +6,7 @@ import itertools
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ import pytest
 
 from socmeth.executors.procs import group_alive
 from tests.conftest import POSTGRES_HOST, POSTGRES_USER, require_postgres
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -331,3 +332,57 @@ def test_a_crash_mid_attempt_is_settled_at_the_next_start(
     assert finished["state"] == "failed"
     assert finished["attempts"][0]["state"] == "lost"
     assert not group_alive(left_behind), "the restart kills what the crash left"
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused_and_harms_nothing(
+    server: Server,
+) -> None:
+    create(server, name="busy", command="sleep 3")
+    run = run_now(server, "busy")
+    server.wait_for_run(run["id"], until=("running",))
+
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "socmeth",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert second.returncode == 2
+    assert "in use by socmeth serve" in second.stderr
+    assert server.wait_for_run(run["id"])["state"] == "succeeded"
+
+
+def test_a_taken_port_is_refused_in_one_line(server: Server, tmp_path: Path) -> None:
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "socmeth",
+            "serve",
+            "--port",
+            str(server.port),
+            "--data-dir",
+            str(tmp_path / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert second.returncode == 2
+    assert (
+        second.stderr.strip().splitlines()[-1].startswith("socmeth: config server.port")
+    )
+    assert not (tmp_path / "other" / "socmeth.db").exists()
