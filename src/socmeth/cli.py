@@ -60,11 +60,25 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @_config_options
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default 8080).")
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--node-id", help="Name of this node in a cluster (cluster mode).")
+@click.option("--peers", help="Other nodes expected, host:port,... (cluster mode).")
 def serve(
-    config_path: Path | None, data_dir: Path | None, port: int | None, host: str | None
+    config_path: Path | None,
+    data_dir: Path | None,
+    port: int | None,
+    host: str | None,
+    node_id: str | None,
+    peers: str | None,
 ) -> None:
     """Run the scheduler, the workers and the API until SIGTERM or SIGINT."""
     from socmeth.server import serve as run_server
+
+    for flag, value in (("--node-id", node_id), ("--peers", peers)):
+        if value is not None:
+            raise click.UsageError(
+                f"{flag} belongs to cluster mode, which is not available yet "
+                "(issue 4); leave it out to serve in embedded mode"
+            )
 
     config = _load(
         config_path,
@@ -91,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
     try:
         code = cli.main(args=argv, prog_name="socmeth", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message())  # `socmeth` alone: the help, not an error
+        sys.exit(0)
     except click.UsageError as exc:
         hint = exc.ctx.command_path if exc.ctx else "socmeth"
         click.echo(f"socmeth: {exc.format_message()} (see '{hint} --help')", err=True)

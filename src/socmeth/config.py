@@ -11,14 +11,27 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+)
 
 from socmeth.errors import ConfigError, ScheduleError
 from socmeth.schedule import validate_timezone
+
+# Numbers and switches must be numbers and switches in the file (YAML `port: true` is
+# not port 1); values from the environment are read as YAML scalars first.
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Switch = Annotated[bool, Strict()]
 
 ENV_PREFIX = "SOCMETH_"
 ENV_ALIASES = {"POSTGRES_URL": ("database", "url"), "REDIS_URL": ("redis", "url")}
@@ -29,10 +42,10 @@ class _Section(BaseModel):
 
 
 class ServerConfig(_Section):
-    port: int = Field(8080, ge=1, le=65535)
+    port: Int = Field(8080, ge=1, le=65535)
     host: str | None = None  # None: loopback unless auth is on
     data_dir: Path = Path("socmeth-data")
-    max_request_bytes: int = Field(256 * 1024, ge=1024)
+    max_request_bytes: Int = Field(256 * 1024, ge=1024)
 
 
 class DatabaseConfig(_Section):
@@ -52,11 +65,11 @@ class RedisConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    max_concurrent_jobs: int = Field(50, ge=1)
-    job_timeout: int = Field(600, ge=1)
-    max_job_timeout: int = Field(3600, ge=1)
+    max_concurrent_jobs: Int = Field(50, ge=1)
+    job_timeout: Int = Field(600, ge=1)
+    max_job_timeout: Int = Field(3600, ge=1)
     timezone: str = "UTC"
-    kill_grace: float = Field(5.0, ge=0)
+    kill_grace: Number = Field(5.0, ge=0)
 
     @field_validator("timezone")
     @classmethod
@@ -78,21 +91,21 @@ class SchedulerConfig(_Section):
 
 
 class WorkersConfig(_Section):
-    count: int = Field(10, ge=1, le=10_000)
-    shutdown_grace: float = Field(10.0, ge=0)
+    count: Int = Field(10, ge=1, le=10_000)
+    shutdown_grace: Number = Field(10.0, ge=0)
 
 
 class HistoryConfig(_Section):
-    retention_days: int = Field(30, ge=1)
+    retention_days: Int = Field(30, ge=1)
 
 
 class LimitsConfig(_Section):
-    max_jobs: int = Field(100_000, ge=1)
-    output_bytes: int = Field(1024 * 1024, ge=1024)
+    max_jobs: Int = Field(100_000, ge=1)
+    output_bytes: Int = Field(1024 * 1024, ge=1024)
 
 
 class AuthConfig(_Section):
-    enabled: bool = False
+    enabled: Switch = False
     provider: Literal["jwt-basic"] = "jwt-basic"
 
 
@@ -181,10 +194,20 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
         if section not in SECTIONS or not key:
             continue
-        if key not in SECTIONS[section].model_fields:
+        fields = SECTIONS[section].model_fields
+        if key not in fields:
             raise ConfigError(name, f"{section} has no key {key!r}")
-        found.setdefault(section, {})[key] = value
+        typed = fields[key].annotation in (int, float, bool)
+        found.setdefault(section, {})[key] = _scalar(value) if typed else value
     return found
+
+
+def _scalar(text: str) -> Any:
+    """Read an environment value as YAML does a scalar: "4" is 4, "true" is True."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _merge(

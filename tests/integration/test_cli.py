@@ -74,3 +74,21 @@ def test_migrate_creates_the_store_in_the_data_dir(
     assert code == 0
     assert (tmp_path / "d" / "socmeth.db").is_file()
     assert "up to date" in out
+
+
+def test_no_arguments_show_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run([], capsys)
+
+    assert code == 0
+    assert "serve" in out
+
+
+@pytest.mark.parametrize("flag", ["--node-id", "--peers"])
+def test_cluster_flags_are_refused_naming_the_issue(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["serve", flag, "x"], capsys)
+
+    assert code == 2
+    assert flag in err
+    assert "issue 4" in err
