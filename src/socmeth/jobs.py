@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from socmeth.clock import Clock
-from socmeth.errors import ConflictError, LimitError, ValidationError
+from socmeth.errors import LimitError, ValidationError
 from socmeth.fires import next_fire_at
-from socmeth.models import Concurrency, Job, JobDefinition, Run, Trigger
+from socmeth.models import Job, JobDefinition, Run, Trigger
 from socmeth.queue.base import Queue
 from socmeth.store.base import NewRun, QueuedAttempt, Store
 
@@ -106,21 +106,14 @@ class JobService:
         """Create a manual run and queue its first attempt.
 
         Under `concurrency: forbid` a job with an active run refuses (409) rather than
-        piling up; under `replace` the active runs are cancelled first.
+        piling up; under `replace` the active runs are cancelled. The store applies
+        the policy in the run's own transaction, so concurrent requests cannot race.
         """
-        now = self._clock.now()
-        active = (await self._store.active_runs([job.id])).get(job.id, [])
-        policy = job.definition.concurrency
-        if active and policy is Concurrency.FORBID:
-            raise ConflictError(
-                f"job {job.name} already has an active run ({active[0].id}, "
-                f"{active[0].state}) and its concurrency is forbid; wait for it, "
-                "cancel it, or set concurrency to allow or replace"
-            )
-        if policy is Concurrency.REPLACE:
-            for run in active:
-                await self._store.cancel_run(run.id, "replaced by a manual run", now)
-        run = await self._store.create_run(NewRun(job.id, Trigger.MANUAL, None), now)
+        run = await self._store.create_run(
+            NewRun(job.id, Trigger.MANUAL, None),
+            self._clock.now(),
+            concurrency=job.definition.concurrency,
+        )
         await self.publish(run)
         log.info(
             "run %s of job %s created by hand",

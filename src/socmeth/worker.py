@@ -10,6 +10,13 @@ The pool has three loops:
 - the watcher, once a second, saves the output tails that grew (the live output) and
   stops attempts whose run was cancelled.
 
+Claims and finishes take turns on one lock, and each gathers its batch only once it
+has the turn: what ended, or freed a slot, during the other's transaction joins the
+next one. Store writes are serialised anyway (SQLite has one writer), so a batch fixed
+before waiting for the store only makes more, smaller transactions: 1,000 `true` jobs
+due at once took 58 claims and 60 finishes without turns, 23 and 45 with them
+(`bench/scale.py`).
+
 On stop no new attempt is claimed; running ones get a grace period, then are killed
 and recorded `lost`, which the retry policy follows.
 """
@@ -53,7 +60,9 @@ class _Running:
     output: OutputTail
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     lost: bool = False  # killed by shutdown: recorded as lost whatever it returned
-    saved_version: int = -1
+    # A new tail (version 0) is empty, which reads the same as no stored tail: the
+    # watcher saves it only once something was appended.
+    saved_version: int = 0
 
 
 class WorkerPool:
@@ -83,6 +92,7 @@ class WorkerPool:
         self._wake_scheduler = wake_scheduler
         self._running: dict[int, _Running] = {}
         self._slot_freed = asyncio.Event()
+        self._store_turn = asyncio.Lock()  # claims and finishes take turns
         self._finishes: asyncio.Queue[tuple[AttemptFinish, asyncio.Future[None]]] = (
             asyncio.Queue()
         )
@@ -220,11 +230,17 @@ class WorkerPool:
             )
         if not deliveries:
             return rest
-        by_id = {d.attempt.attempt_id: d for d in deliveries}
-        now = self._clock.now()
-        batch = await self._store.claim_attempts(
-            list(by_id), self._node_id, now, self._config.scheduler.max_concurrent_jobs
-        )
+        async with self._store_turn:
+            if not rest:
+                deliveries += await self._top_up(len(deliveries))
+            by_id = {d.attempt.attempt_id: d for d in deliveries}
+            now = self._clock.now()
+            batch = await self._store.claim_attempts(
+                list(by_id),
+                self._node_id,
+                now,
+                self._config.scheduler.max_concurrent_jobs,
+            )
         for claimed in batch.claimed:
             self._begin(claimed, by_id.pop(claimed.attempt.id), now)
         still_deferred = [by_id.pop(i) for i in batch.deferred if i in by_id]
@@ -232,6 +248,13 @@ class WorkerPool:
         if still_deferred:
             await self._clock.sleep(DEFER_DELAY_S)
         return still_deferred + rest
+
+    async def _top_up(self, holding: int) -> list[Delivery]:
+        """Receive, without waiting, for the slots that freed while we waited."""
+        more = self._config.workers.count - len(self._running) - holding
+        if more <= 0:
+            return []
+        return await self._queue.receive(self._node_id, more, 0)
 
     def _begin(
         self, claimed: ClaimedAttempt, delivery: Delivery, now: datetime
@@ -365,10 +388,11 @@ class WorkerPool:
         while True:
             first = await self._finishes.get()
             batch = [first]
-            while len(batch) < FINISH_BATCH and not self._finishes.empty():
-                batch.append(self._finishes.get_nowait())
             try:
-                await self._write_finishes(batch)
+                async with self._store_turn:
+                    while len(batch) < FINISH_BATCH and not self._finishes.empty():
+                        batch.append(self._finishes.get_nowait())
+                    await self._write_finishes(batch)
             finally:
                 for _ in batch:
                     self._finishes.task_done()

@@ -1250,3 +1250,52 @@ async def test_unsupported_store_urls_are_refused(url: str) -> None:
         await open_store(url)
 
     assert raised.value.key == "database.url"
+
+
+async def test_create_run_under_forbid_refuses_while_the_job_is_busy(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    busy = await store.create_run(NewRun(job.id, Trigger.MANUAL, None), NOW)
+
+    with pytest.raises(ConflictError, match=f"active run \\({busy.id}"):
+        await store.create_run(
+            NewRun(job.id, Trigger.MANUAL, None), NOW, concurrency=Concurrency.FORBID
+        )
+
+    assert len((await store.active_runs([job.id]))[job.id]) == 1
+
+
+async def test_concurrent_create_runs_under_forbid_make_exactly_one(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    attempts = [
+        store.create_run(
+            NewRun(job.id, Trigger.MANUAL, None), NOW, concurrency=Concurrency.FORBID
+        )
+        for _ in range(20)
+    ]
+
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+
+    assert sum(isinstance(r, Run) for r in results) == 1
+    assert all(isinstance(r, Run | ConflictError) for r in results)
+
+
+async def test_create_run_under_replace_cancels_queued_and_stops_running_runs(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    queued = await store.create_run(NewRun(job.id, Trigger.MANUAL, None), NOW)
+    running = await store.create_run(NewRun(job.id, Trigger.MANUAL, None), NOW)
+    attempt = await claim(store, running)
+
+    newest = await store.create_run(
+        NewRun(job.id, Trigger.MANUAL, None), NOW, concurrency=Concurrency.REPLACE
+    )
+
+    assert (await store.get_run(queued.id)).state is RunState.CANCELLED
+    assert await store.cancel_requested([attempt.id]) == {attempt.id}
+    active = {r.id for r in (await store.active_runs([job.id]))[job.id]}
+    assert active == {running.id, newest.id}

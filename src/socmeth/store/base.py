@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 from socmeth.models import (
     Attempt,
     AttemptState,
+    Concurrency,
     Job,
     JobDefinition,
     Run,
@@ -252,8 +253,19 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def create_run(self, new_run: NewRun, now: datetime) -> Run:
-        """Create one run outside the schedule (manual or dependency trigger)."""
+    async def create_run(
+        self,
+        new_run: NewRun,
+        now: datetime,
+        *,
+        concurrency: Concurrency = Concurrency.ALLOW,
+    ) -> Run:
+        """Create one run outside the schedule (manual or dependency trigger).
+
+        `concurrency` applies to the job's active runs in the same transaction:
+        `forbid` raises ConflictError naming the active run, `replace` cancels the
+        active runs (a running one is asked to stop), `allow` leaves them.
+        """
 
     @abstractmethod
     async def get_run(self, run_id: int) -> Run:

@@ -54,6 +54,7 @@ from socmeth.models import (
     FINAL_RUN_STATES,
     Attempt,
     AttemptState,
+    Concurrency,
     Job,
     JobDefinition,
     Run,
@@ -445,9 +446,17 @@ class SqlStore(Store):
             )
         return sorted(int(row.id) for row in created)
 
-    async def create_run(self, new_run: NewRun, now: datetime) -> Run:
+    async def create_run(
+        self,
+        new_run: NewRun,
+        now: datetime,
+        *,
+        concurrency: Concurrency = Concurrency.ALLOW,
+    ) -> Run:
         async with self._writing() as conn:
-            await _fetch_job(conn, new_run.job_id)
+            job = await _fetch_job(conn, new_run.job_id, for_update=True)
+            if concurrency is not Concurrency.ALLOW:
+                await _make_room(conn, job, concurrency, now)
             created = await self._insert_runs(conn, [new_run], now)
             if not created:
                 raise ConflictError(
@@ -572,9 +581,14 @@ class SqlStore(Store):
 
         async with self._writing() as conn:
             await self._serialize_claims(conn)
-            queued = await _queued_among(conn, wanted)
             free = max(0, max_running - await _count_running(conn))
-            run_of = await _mark_running(conn, queued[:free], node_id, now)
+            if len(wanted) <= free:
+                # Room for all: the conditional UPDATE alone tells which were queued.
+                queued, deferred = wanted, []
+            else:
+                queued = await _queued_among(conn, wanted)
+                queued, deferred = queued[:free], queued[free:]
+            run_of = await _mark_running(conn, queued, node_id, now)
             claimed = await _claimed_attempts(conn, run_of)
 
         logger.debug(
@@ -584,7 +598,7 @@ class SqlStore(Store):
             len(wanted),
             extra={"event": "store.attempts_claimed"},
         )
-        return ClaimBatch(claimed=claimed, deferred=queued[free:])
+        return ClaimBatch(claimed=claimed, deferred=deferred)
 
     async def _serialize_claims(self, conn: AsyncConnection) -> None:
         """Make claims of the whole cluster take turns, so capacity holds.
@@ -609,12 +623,14 @@ class SqlStore(Store):
             kept = _first_finish_of_running(finishes, running)
             accepted = [finishes[index] for index in kept]
             await _end_attempts(conn, accepted, now)
+            # An empty, whole tail is what a missing row reads as already: skipping it
+            # saves a statement per batch of silent commands.
             await self._upsert_outputs(
                 conn,
                 [
                     (f.attempt_id, f.output, f.output_truncated)
                     for f in accepted
-                    if f.output is not None
+                    if f.output is not None and (f.output or f.output_truncated)
                 ],
             )
             await _settle_runs(conn, accepted, running, now)
@@ -815,11 +831,54 @@ def _job_conditions(job_filter: JobFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-async def _fetch_job(conn: AsyncConnection, job_id: int) -> Job:
-    row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
+async def _fetch_job(
+    conn: AsyncConnection, job_id: int, *, for_update: bool = False
+) -> Job:
+    query = select(jobs).where(jobs.c.id == job_id)
+    if for_update:
+        query = query.with_for_update()  # PostgreSQL: one run-now of a job at a time
+    row = (await conn.execute(query)).first()
     if row is None:
         raise _job_missing(job_id)
     return job_from_row(row)
+
+
+async def _make_room(
+    conn: AsyncConnection, job: Job, concurrency: Concurrency, now: datetime
+) -> None:
+    """Apply `forbid` or `replace` to a job's active runs, inside the run's insert.
+
+    Done in the inserting transaction, so concurrent requests cannot both see the
+    job idle: under `forbid` all but one get a ConflictError.
+    """
+    query = (
+        select(runs.c.id, runs.c.state)
+        .where(runs.c.job_id == job.id, runs.c.state.in_(_ACTIVE_RUN_VALUES))
+        .order_by(runs.c.id)
+    )
+    active = (await conn.execute(query)).all()
+    if not active:
+        return
+    if concurrency is Concurrency.FORBID:
+        run_id, state = active[0]
+        raise ConflictError(
+            f"job {job.name} already has an active run ({run_id}, {state}) and its "
+            "concurrency is forbid; wait for it, cancel it, or set concurrency to "
+            "allow or replace"
+        )
+    running = set(
+        (
+            await conn.execute(
+                select(attempts.c.run_id).where(
+                    attempts.c.run_id.in_([row.id for row in active]),
+                    attempts.c.state == _ATTEMPT_RUNNING,
+                )
+            )
+        ).scalars()
+    )
+    for run_id, _ in active:
+        cancel = _request_cancel if run_id in running else _cancel_now
+        await cancel(conn, run_id, "replaced by a newer run", now)
 
 
 async def _jobs_by_id(conn: AsyncConnection, job_ids: Iterable[int]) -> dict[int, Job]:
