@@ -9,13 +9,14 @@ runs follow the job's concurrency policy.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from socmeth.clock import Clock
 from socmeth.errors import LimitError, ValidationError
 from socmeth.fires import next_fire_at
-from socmeth.models import Job, JobDefinition, Run, Trigger
+from socmeth.metrics import Metrics
+from socmeth.models import Concurrency, Job, JobDefinition, Run, RunState, Trigger
 from socmeth.queue.base import Queue
 from socmeth.store.base import NewRun, QueuedAttempt, Store
 
@@ -32,13 +33,23 @@ class JobService:
         clock: Clock,
         *,
         max_jobs: int,
+        metrics: Metrics,
         wake_scheduler: Callable[[], None],
+        stop_local: Callable[[Collection[int]], None],
     ) -> None:
+        """Build the service.
+
+        `wake_scheduler` makes the scheduler take a turn after a timing change;
+        `stop_local` stops this node's attempts of the given runs at once, rather
+        than at the worker's next check of the store.
+        """
         self._store = store
         self._queue = queue
         self._clock = clock
         self._max_jobs = max_jobs
+        self._metrics = metrics
         self._wake_scheduler = wake_scheduler
+        self._stop_local = stop_local
 
     async def resolve(self, ref: str) -> Job:
         """Return the job a path names: an all-digit reference is an id, else a name."""
@@ -99,7 +110,10 @@ class JobService:
         A running attempt of the job is stopped by its worker, which finds the
         attempt gone from the store (`Store.cancel_requested`).
         """
+        active = (await self._store.active_runs([job.id]))[job.id]
         await self._store.delete_job(job.id)
+        self._stop_local([run.id for run in active])
+        self._metrics.forget_job(job.name)
         log.info("job %s deleted", job.name, extra={"event": "job.deleted"})
 
     async def run_now(self, job: Job) -> Run:
@@ -109,11 +123,15 @@ class JobService:
         piling up; under `replace` the active runs are cancelled. The store applies
         the policy in the run's own transaction, so concurrent requests cannot race.
         """
+        replaced: list[Run] = []
+        if job.definition.concurrency is Concurrency.REPLACE:
+            replaced = (await self._store.active_runs([job.id]))[job.id]
         run = await self._store.create_run(
             NewRun(job.id, Trigger.MANUAL, None),
             self._clock.now(),
             concurrency=job.definition.concurrency,
         )
+        self._stop_local([old.id for old in replaced])
         await self.publish(run)
         log.info(
             "run %s of job %s created by hand",
@@ -128,6 +146,9 @@ class JobService:
         run = await self._store.cancel_run(
             run_id, "cancelled by request", self._clock.now()
         )
+        self._stop_local([run_id])
+        if run.state is RunState.CANCELLED and run.finished_at is not None:
+            self._metrics.runs_ended.labels(job=run.job_name, state=run.state).inc()
         log.info(
             "run %s cancel requested",
             run_id,

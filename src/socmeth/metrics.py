@@ -7,6 +7,8 @@ the queue when `/metrics` is scraped, so they are right after a restart too.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,6 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from socmeth.models import FINAL_RUN_STATES
 from socmeth.queue.base import Queue
 from socmeth.store.base import Store
 
@@ -68,6 +71,12 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+
+    def forget_job(self, name: str) -> None:
+        """Drop the series of a deleted job, so they do not linger forever."""
+        for state in FINAL_RUN_STATES:
+            with contextlib.suppress(KeyError):
+                self.runs_ended.remove(name, state.value)
 
     async def refresh(self, store: Store, queue: Queue) -> None:
         """Read the gauges that describe stored state."""

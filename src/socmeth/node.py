@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -97,14 +98,12 @@ class Node:
         )
         self._executors = Executors(self._http, self.clock)
         self.scheduler = Scheduler(
-            self.store, self.queue, self.clock, self.metrics, self.info.id
-        )
-        self._jobs = JobService(
             self.store,
             self.queue,
             self.clock,
-            max_jobs=self.config.limits.max_jobs,
-            wake_scheduler=self.scheduler.wake,
+            self.metrics,
+            self.info.id,
+            stop_local=self._stop_local,
         )
         self.workers = WorkerPool(
             self.store,
@@ -117,6 +116,15 @@ class Node:
             rng=self.rng,
             wake_scheduler=self.scheduler.wake,
         )
+        self._jobs = JobService(
+            self.store,
+            self.queue,
+            self.clock,
+            max_jobs=self.config.limits.max_jobs,
+            metrics=self.metrics,
+            wake_scheduler=self.scheduler.wake,
+            stop_local=self._stop_local,
+        )
         self.pruner = Pruner(self.store, self.clock, self.config.history.retention_days)
         await self.workers.recover()
         self.workers.start()
@@ -127,6 +135,10 @@ class Node:
             self.info.id,
             extra={"event": "node.started", "node_id": self.info.id},
         )
+
+    def _stop_local(self, run_ids: Collection[int]) -> None:
+        if self.workers is not None:
+            self.workers.stop_local(run_ids)
 
     async def stop(self) -> None:
         """Stop taking work, give running attempts their grace, then close all."""

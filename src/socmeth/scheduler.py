@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from socmeth.clock import Clock
@@ -44,8 +45,10 @@ class Scheduler:
         clock: Clock,
         metrics: Metrics,
         node_id: str,
+        stop_local: Callable[[Collection[int]], None],
     ) -> None:
         self._store = store
+        self._stop_local = stop_local
         self._queue = queue
         self._clock = clock
         self._metrics = metrics
@@ -137,6 +140,7 @@ class Scheduler:
                 cancel_ids.extend(plan.cancel_run_ids)
             for run_id in cancel_ids:
                 await self._store.cancel_run(run_id, "replaced by a newer fire", now)
+            self._stop_local(cancel_ids)
             created = await self._store.record_fires(advances, new_runs, now)
             queued.extend(self._note_created(created))
             if len(jobs) < BATCH:

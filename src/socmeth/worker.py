@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -107,6 +107,13 @@ class WorkerPool:
     @property
     def active_count(self) -> int:
         return len(self._running)
+
+    def stop_local(self, run_ids: Collection[int]) -> None:
+        """Stop this node's attempts of these runs now, without waiting for a check."""
+        wanted = set(run_ids)
+        for entry in self._running.values():
+            if entry.claimed.run.id in wanted:
+                entry.cancel.set()
 
     def live_output(self, attempt_id: int) -> OutputTail | None:
         """Return the output tail of an attempt this node runs right now."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -55,7 +55,9 @@ async def add_job(store: SqlStore, definition: JobDefinition, now: datetime) -> 
 
 def scheduler_at(store: SqlStore, clock: FakeClock) -> tuple[Scheduler, MemoryQueue]:
     queue = MemoryQueue()
-    scheduler = Scheduler(store, queue, clock, Metrics(), "n1")
+    scheduler = Scheduler(
+        store, queue, clock, Metrics(), "n1", stop_local=lambda run_ids: None
+    )
     scheduler.started_at = clock.now()
     return scheduler, queue
 
@@ -150,9 +152,8 @@ class Harness:
         metrics = Metrics()
         self.http = httpx.AsyncClient()
         self.executors = Executors(self.http, clock)
-        self.scheduler = Scheduler(store, self.queue, clock, metrics, "n1")
-        self.jobs = JobService(
-            store, self.queue, clock, max_jobs=100, wake_scheduler=self.scheduler.wake
+        self.scheduler = Scheduler(
+            store, self.queue, clock, metrics, "n1", stop_local=self._stop_local
         )
         self.workers = WorkerPool(
             store,
@@ -165,6 +166,18 @@ class Harness:
             rng=random.Random(7),
             wake_scheduler=self.scheduler.wake,
         )
+        self.jobs = JobService(
+            store,
+            self.queue,
+            clock,
+            max_jobs=100,
+            metrics=metrics,
+            wake_scheduler=self.scheduler.wake,
+            stop_local=self._stop_local,
+        )
+
+    def _stop_local(self, run_ids: Collection[int]) -> None:
+        self.workers.stop_local(run_ids)
 
     async def start(self) -> None:
         await self.workers.recover()
@@ -233,3 +246,38 @@ async def test_a_crash_leaves_nothing_active_after_recovery(
     settled = await harness.store.get_run(run.id)
     assert settled.state is RunState.FAILED
     assert settled.attempts[0].state is AttemptState.LOST
+
+
+async def running(harness: Harness, run_id: int) -> None:
+    while (await harness.store.get_run(run_id)).state is not RunState.RUNNING:
+        await asyncio.sleep(0.02)
+
+
+async def test_cancel_stops_a_local_attempt_without_waiting_for_the_watcher(
+    harness: Harness,
+) -> None:
+    # The fake clock never moves, so the watcher's once-a-second check never runs:
+    # only the direct stop can end the attempt.
+    job = await harness.jobs.create(job_definition("long", command="sleep 30"))
+    run = await harness.jobs.run_now(job)
+    await running(harness, run.id)
+
+    await harness.jobs.cancel(run.id)
+
+    assert await harness.settle(run.id, timeout_s=3) is RunState.CANCELLED
+
+
+async def test_replace_stops_the_running_attempt_of_the_run_it_replaces(
+    harness: Harness,
+) -> None:
+    definition = job_definition(
+        "swap", command="sleep 30", concurrency=Concurrency.REPLACE
+    )
+    job = await harness.jobs.create(definition)
+    first = await harness.jobs.run_now(job)
+    await running(harness, first.id)
+
+    second = await harness.jobs.run_now(job)
+
+    assert await harness.settle(first.id, timeout_s=3) is RunState.CANCELLED
+    await running(harness, second.id)
