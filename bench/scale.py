@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import os
 import shutil
 import signal
@@ -39,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -100,8 +101,8 @@ IDLE_AT = datetime(2030, 1, 15, 2, 59, 30, tzinfo=UTC)
 DUE_AT = datetime(2030, 1, 15, 3, 0, tzinfo=UTC)
 
 FILL_CHUNK = 5000
-TICK_ROUNDS = 7  # the first is a warm-up; the median of the others is kept
-TICK_TURNS = 200
+TICK_ROUNDS = 13  # the first is a warm-up; the median of the others is kept
+TICK_TURNS = 100
 DUE_REPEATS = 3
 FLOOR_REPEATS = 3
 SETTLE_S = 3.0  # scheduler turns a server takes before its memory is read
@@ -143,7 +144,15 @@ class Figure:
 
 def print_table(figures: Sequence[Figure]) -> None:
     """Print the figures as an aligned table, one row each."""
-    header = ("figure", "jobs", "value", "floor / baseline", "ratio", "target", "")
+    header = (
+        "figure",
+        "jobs",
+        "value",
+        "floor / baseline",
+        "ratio",
+        "target",
+        "verdict",
+    )
     rows = [header]
     for fig in figures:
         floor = "-" if fig.floor is None else f"{_number(fig.floor)} {fig.unit}"
@@ -161,7 +170,11 @@ def print_table(figures: Sequence[Figure]) -> None:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+        print(
+            "  ".join(
+                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+            )
+        )
         if index == 0:
             print("  ".join("-" * width for width in widths))
 
@@ -202,7 +215,7 @@ def job_rows(size: int, created_at: datetime) -> Iterator[dict[str, Any]]:
         definition_templates(SCHEDULE, (DUE_ZONE,)),
         definition_templates(SCHEDULE, OTHER_ZONES),
     )
-    stride = size // DUE_COUNT
+    stride = max(1, size // DUE_COUNT)
     for index in range(size):
         if index % stride == 0 and index // stride < DUE_COUNT:
             template = due[0]
@@ -222,7 +235,7 @@ async def insert_jobs(store: SqlStore, rows: Iterator[dict[str, Any]]) -> int:
     """Insert job rows in one transaction, a chunk per statement; return the count."""
     count = 0
     async with store.engine.begin() as conn:
-        while chunk := [row for _, row in zip(range(FILL_CHUNK), rows)]:
+        while chunk := list(itertools.islice(rows, FILL_CHUNK)):
             await conn.execute(insert(jobs), chunk)
             count += len(chunk)
     return count
@@ -251,10 +264,19 @@ async def open_copy(path: Path) -> SqlStore:
     return await open_store(sqlite_url(path), migrate_first=False)
 
 
+def _no_local_attempts(run_ids: Collection[int]) -> None:
+    """Stop nothing: no worker runs beside the bench's scheduler."""
+
+
 def bench_scheduler(store: SqlStore) -> Scheduler:
     """Return a scheduler on `store` whose loop is not started; turns are driven."""
     scheduler = Scheduler(
-        store, MemoryQueue(), FakeClock(CREATED_AT), Metrics(), "bench"
+        store,
+        MemoryQueue(),
+        FakeClock(CREATED_AT),
+        Metrics(),
+        "bench",
+        stop_local=_no_local_attempts,
     )
     scheduler.started_at = CREATED_AT
     return scheduler
@@ -286,8 +308,9 @@ async def select_one(store: SqlStore, turns: int) -> float:
 async def measure_idle(paths: dict[int, Path]) -> tuple[dict[int, float], float]:
     """Return the idle turn cost at each size and a `SELECT 1` round trip.
 
-    The sizes take turns round by round, so a drift of the machine spreads over all
-    of them instead of landing on one.
+    The sizes take turns round by round, in an order reversed every round, so a
+    drift of the machine (other processes come and go) spreads over all of them
+    instead of landing on one; the median of the rounds drops the disturbed ones.
     """
     stores = {size: await open_copy(path) for size, path in paths.items()}
     try:
@@ -295,11 +318,13 @@ async def measure_idle(paths: dict[int, Path]) -> tuple[dict[int, float], float]
         samples: dict[int, list[float]] = {size: [] for size in stores}
         floors: list[float] = []
         smallest = stores[min(stores)]
+        order = sorted(stores)
         for _ in range(TICK_ROUNDS):
-            for size, scheduler in schedulers.items():
-                cost = await idle_turns(scheduler, stores[size], TICK_TURNS)
+            for size in order:
+                cost = await idle_turns(schedulers[size], stores[size], TICK_TURNS)
                 samples[size].append(cost)
             floors.append(await select_one(smallest, TICK_TURNS))
+            order.reverse()
     finally:
         for store in stores.values():
             await store.close()
@@ -651,29 +676,29 @@ def run_true_jobs(root: Path, workers: int) -> SpawnOutcome:
 
 def spawn_figures(root: Path, workers: int) -> list[Figure]:
     """Measure the spawn floors, then the server's 1,000 `true` runs."""
-    note(f"spawn floor: {DUE_COUNT} x /bin/sh -c true, {workers} threads")
+    note(f"spawn floor: {DUE_COUNT:,} x /bin/sh -c true, {workers} threads")
     sequential = spawn_sequential(DUE_COUNT)
     floor = statistics.median(
         spawn_pooled(DUE_COUNT, workers) for _ in range(FLOOR_REPEATS)
     )
-    note(f"server: {DUE_COUNT} `true` jobs due in one second, {workers} workers")
+    note(f"server: {DUE_COUNT:,} `true` jobs due in one second, {workers} workers")
     outcome = run_true_jobs(root, workers)
     for problem in outcome.problems:
         note(f"CHECK FAILED: {problem}")
     label = f"{workers} threads"
     return [
         Figure(
-            f"{DUE_COUNT} true, W={workers}: fire to last end",
+            f"{DUE_COUNT:,} true, W={workers}: fire to last end",
             None,
             outcome.total_s,
             "s",
             floor,
-            f"spawn {DUE_COUNT}, {label}",
+            f"spawn {DUE_COUNT:,}, {label}",
             f"<= {SPAWN_TARGET}x",
             outcome.total_s <= SPAWN_TARGET * floor and not outcome.problems,
         ),
         Figure(
-            f"{DUE_COUNT} true: each ran once, succeeded",
+            f"{DUE_COUNT:,} true: each ran once, succeeded",
             None,
             float(len(outcome.problems)),
             "failed checks",
@@ -746,13 +771,13 @@ async def due_figures(paths: dict[int, Path]) -> list[Figure]:
             note(f"CHECK FAILED: {problem}")
         figures.append(
             Figure(
-                f"{DUE_COUNT} due fires -> queued runs",
+                f"{DUE_COUNT:,} due fires -> queued runs",
                 size,
                 turn * 1000,
                 "ms",
                 floor * 1000,
-                f"bare insert of {DUE_COUNT} rows",
-                f"{DUE_COUNT} runs + attempts",
+                f"bare insert of {DUE_COUNT:,} rows",
+                f"{DUE_COUNT:,} runs + attempts",
                 not problems,
             )
         )
@@ -762,6 +787,9 @@ async def due_figures(paths: dict[int, Path]) -> list[Figure]:
 def memory_figures(root: Path, paths: dict[int, Path]) -> list[Figure]:
     empty_dir = root / "empty"
     empty_dir.mkdir()
+    # Migrated beforehand like the filled stores, so that no server of the
+    # comparison runs the migrations (which import and keep more code).
+    asyncio.run(fill_store(empty_dir / "socmeth.db", 0))
     empty = serve_rss(empty_dir)
     note(f"memory, empty store: {empty / 2**20:.1f} MiB")
     figures = [
@@ -841,14 +869,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(signum: int, _: FrameType | None) -> None:
-    # Turns SIGTERM into SystemExit, so the servers and temp dirs are cleaned up.
+def _stop_on_signal(signum: int, _: FrameType | None) -> None:
+    """Raise where the bench is, so the servers and temp dirs are cleaned up.
+
+    Installed for SIGINT too: asyncio.run's own handler only cancels the running
+    coroutine, and a cancellation swallowed below (closing a store) would let the
+    bench carry on.
+    """
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _stop_on_signal)
     cores = os.cpu_count()
     note(f"sizes {args.sizes}, {cores} cores, W={args.workers}")
     with tempfile.TemporaryDirectory(prefix="socmeth-scale-") as root:

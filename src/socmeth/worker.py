@@ -242,12 +242,24 @@ class WorkerPool:
                 deliveries += await self._top_up(len(deliveries))
             by_id = {d.attempt.attempt_id: d for d in deliveries}
             now = self._clock.now()
-            batch = await self._store.claim_attempts(
-                list(by_id),
-                self._node_id,
-                now,
-                self._config.scheduler.max_concurrent_jobs,
-            )
+            try:
+                batch = await self._store.claim_attempts(
+                    list(by_id),
+                    self._node_id,
+                    now,
+                    self._config.scheduler.max_concurrent_jobs,
+                )
+            except Exception:
+                # The claim's transaction rolled back: the attempts are still queued
+                # and these deliveries are their only messages, so keep them.
+                log.warning(
+                    "claiming %s attempts failed; will retry",
+                    len(deliveries),
+                    exc_info=True,
+                    extra={"event": "worker.claim_failed"},
+                )
+                await self._clock.sleep(1.0)
+                return deliveries + rest
         for claimed in batch.claimed:
             self._begin(claimed, by_id.pop(claimed.attempt.id), now)
         still_deferred = [by_id.pop(i) for i in batch.deferred if i in by_id]

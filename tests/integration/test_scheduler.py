@@ -8,12 +8,14 @@ import random
 from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from socmeth.clock import FakeClock
 from socmeth.config import Config, load_config
+from socmeth.errors import StoreError
 from socmeth.executors import Executors
 from socmeth.fires import next_fire_at
 from socmeth.jobs import JobService
@@ -281,3 +283,28 @@ async def test_replace_stops_the_running_attempt_of_the_run_it_replaces(
 
     assert await harness.settle(first.id, timeout_s=3) is RunState.CANCELLED
     await running(harness, second.id)
+
+
+async def test_a_failed_claim_keeps_its_messages_and_claims_them_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_claim = harness.store.claim_attempts
+    failures = [StoreError("the store went away for a moment")]
+
+    async def flaky_claim(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "claim_attempts", flaky_claim)
+    job = await harness.jobs.create(job_definition("steady", schedule=None))
+    run = await harness.jobs.run_now(job)
+
+    # The worker waits a (fake) second after the failure; move time past it.
+    for _ in range(100):
+        if failures:
+            await asyncio.sleep(0.01)
+            continue
+        harness.clock.advance(1.0)
+        break
+    assert await harness.settle(run.id) is RunState.SUCCEEDED
