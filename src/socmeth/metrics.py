@@ -19,7 +19,6 @@ from prometheus_client import (
 )
 
 from socmeth.models import FINAL_RUN_STATES
-from socmeth.queue.base import Queue
 from socmeth.store.base import Store
 
 # The `_created` series double every metric's lines and no dashboard of ours reads them.
@@ -78,13 +77,18 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.runs_ended.remove(name, state.value)
 
-    async def refresh(self, store: Store, queue: Queue) -> None:
-        """Read the gauges that describe stored state."""
+    async def refresh(self, store: Store) -> None:
+        """Read the gauges that describe stored state.
+
+        The queue size is the store's count of queued attempts: the queue itself may
+        hold fewer (a worker keeps the messages it could not claim yet at capacity)
+        or more (duplicates after a re-publish), and the store is the truth.
+        """
         counts = await store.count_jobs()
         self.jobs.labels(state="enabled").set(counts.enabled)
         self.jobs.labels(state="paused").set(counts.paused)
         self.running_attempts.set(await store.running_count())
-        self.queue_size.set(await queue.size())
+        self.queue_size.set(await store.queued_count())
 
     def render(self) -> bytes:
         """Return every metric in the Prometheus text exposition format."""

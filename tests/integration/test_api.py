@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -841,3 +842,424 @@ async def test_metrics_are_prometheus_text_with_socmeths_names(
     assert 'socmeth_runs_total{job="counted",state="succeeded"} 1.0' in text
     assert 'socmeth_jobs{state="enabled"} 1.0' in text
     assert 'socmeth_jobs{state="paused"} 1.0' in text
+
+
+# Input at the edges: refused with a 4xx naming the field, never a 500
+
+
+HUGE_ID = "99999999999999999999"
+
+
+@pytest.mark.parametrize("grace", [1e15, 1e20, 1e308], ids=["1e15", "1e20", "1e308"])
+async def test_huge_misfire_grace_is_a_422_on_post_and_put(
+    client: httpx.AsyncClient, grace: float
+) -> None:
+    job = await create(client, name="graceful")
+
+    posted = await client.post(
+        "/api/jobs", json={"name": "late", "command": "true", "misfire_grace": grace}
+    )
+    put = await client.put("/api/jobs/graceful", json={"misfire_grace": grace})
+
+    assert_error_shape(posted, 422)
+    assert field_names(posted) == {"misfire_grace"}
+    assert_error_shape(put, 422)
+    assert field_names(put) == {"misfire_grace"}
+    assert await job_names(client) == ["graceful"]
+    assert (await client.get("/api/jobs/graceful")).json() == job
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"/api/jobs/{HUGE_ID}"),
+        ("PUT", f"/api/jobs/{HUGE_ID}"),
+        ("DELETE", f"/api/jobs/{HUGE_ID}"),
+        ("POST", f"/api/jobs/{HUGE_ID}/run"),
+        ("GET", f"/api/jobs/{HUGE_ID}/history"),
+        ("GET", "/api/jobs/9223372036854775808"),
+        ("GET", "/api/jobs/" + "9" * 5000),
+        ("GET", "/api/jobs/%C2%B2"),
+        ("GET", f"/api/runs/{HUGE_ID}"),
+        ("POST", f"/api/runs/{HUGE_ID}/cancel"),
+        ("GET", f"/api/runs/{HUGE_ID}/attempts/1/output"),
+        ("GET", f"/api/runs/1/attempts/{HUGE_ID}/output"),
+        ("GET", "/api/runs/1/attempts/2147483648/output"),
+        ("GET", "/api/runs?job=%C2%B2"),
+    ],
+    ids=[
+        "get-job",
+        "put-job",
+        "delete-job",
+        "run-job",
+        "history",
+        "job-id-just-over",
+        "job-id-of-5000-digits",
+        "superscript-digit",
+        "get-run",
+        "cancel-run",
+        "output-of-huge-run",
+        "huge-attempt-number",
+        "attempt-number-just-over-int32",
+        "run-filter-superscript-digit",
+    ],
+)
+async def test_ids_no_store_can_hold_are_404s(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path, json={} if method == "PUT" else None)
+
+    assert_error_shape(response, 404)
+    assert "no " in response.json()["error"]["message"]
+
+
+async def test_run_filter_by_a_huge_job_id_is_a_422_naming_job(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/api/runs", params={"job": HUGE_ID})
+
+    assert_error_shape(response, 422)
+    assert field_names(response) == {"job"}
+    assert "9223372036854775807" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/api/runs", {"created_after": "0001-01-01T00:00:00+14:00"}, "created_after"),
+        (
+            "/api/runs",
+            {"created_before": "9999-12-31T23:59:59-14:00"},
+            "created_before",
+        ),
+        ("/api/runs", {"created_after": "1969-12-31T23:59:59Z"}, "created_after"),
+        (
+            "/api/jobs/often/history",
+            {"created_before": "0001-01-01T00:00:00Z"},
+            "created_before",
+        ),
+        (
+            "/api/schedules/preview",
+            {
+                "schedule": "@hourly",
+                "after": "0001-01-01T00:00:00Z",
+                "timezone": "America/New_York",
+            },
+            "after",
+        ),
+        (
+            "/api/schedules/preview",
+            {"schedule": "@hourly", "after": "9999-12-31T23:59:00Z"},
+            "after",
+        ),
+        ("/api/jobs", {"search": "db\x00"}, "search"),
+        ("/api/jobs", {"tag": "\x1b"}, "tag"),
+    ],
+    ids=[
+        "created-after-year-1",
+        "created-before-year-10000-utc",
+        "before-1970",
+        "history",
+        "preview-year-1",
+        "preview-end-of-9999",
+        "search-nul",
+        "tag-escape",
+    ],
+)
+async def test_query_values_out_of_range_name_the_parameter(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], field: str
+) -> None:
+    await create(client, name="often")
+
+    response = await client.get(path, params=params)
+
+    assert_error_shape(response, 422)
+    assert field_names(response) == {field}
+
+
+async def test_preview_stops_at_the_last_fire_a_datetime_holds(
+    client: httpx.AsyncClient,
+) -> None:
+    # Fires of @every ignore the zone; a zone 14 hours ahead of UTC puts the local
+    # time of a fire late in 9999 (UTC) in year 10000.
+    response = await client.get(
+        "/api/schedules/preview",
+        params={
+            "schedule": "@every 8760h",
+            "timezone": "Etc/GMT-14",
+            "after": "9999-01-01T00:00:00+14:00",
+            "count": 3,
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["fires"] == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"command": "echo a\x00b"}, "command"),
+        ({"env": {"A": "x\x00"}}, "env.A"),
+        ({"env": {"A=B": "x"}}, "env.A=B"),
+        ({"timezone": ""}, "timezone"),
+        ({"type": "http", "url": "http://127.0.0.1:99999/"}, "url"),
+        ({"type": "http", "url": " http://127.0.0.1/"}, "url"),
+        ({"type": "http", "url": "http://127.0.0.1/ "}, "url"),
+        ({"type": "http", "url": "http://127.0.0.1/a\nb"}, "url"),
+        ({"type": "http", "url": "http://127.0.0.1/a b"}, "url"),
+        ({"type": "http", "url": "http:///path"}, "url"),
+        ({"type": "http", "url": "file:///etc/passwd"}, "url"),
+        (
+            {"type": "http", "url": "http://h/", "headers": {"X-Name": "Jos\u00e9"}},
+            "headers.X-Name",
+        ),
+        (
+            {"type": "http", "url": "http://h/", "headers": {"X-A": "a\r\nX-B: b"}},
+            "headers.X-A",
+        ),
+        (
+            {"type": "http", "url": "http://h/", "headers": {"Content-Length": "0"}},
+            "headers.Content-Length",
+        ),
+        (
+            {"type": "webhook", "url": "http://h/", "headers": {"Host": "evil"}},
+            "headers.Host",
+        ),
+        (
+            {"type": "http", "url": "http://h/", "headers": {"Connection": "close"}},
+            "headers.Connection",
+        ),
+        (
+            {
+                "type": "http",
+                "url": "http://h/",
+                "headers": {"Transfer-Encoding": "chunked"},
+            },
+            "headers.Transfer-Encoding",
+        ),
+        ({"type": "webhook", "url": "http://h/", "secret": ""}, "secret"),
+    ],
+    ids=[
+        "command-nul",
+        "env-value-nul",
+        "env-name",
+        "empty-timezone",
+        "port-out-of-range",
+        "url-leading-space",
+        "url-trailing-space",
+        "url-line-break",
+        "url-inner-space",
+        "url-without-host",
+        "url-file-scheme",
+        "header-not-ascii",
+        "header-crlf",
+        "content-length",
+        "host",
+        "connection",
+        "transfer-encoding",
+        "empty-secret",
+    ],
+)
+async def test_what_would_fail_at_run_time_is_a_422(
+    client: httpx.AsyncClient, fields: dict[str, Any], field: str
+) -> None:
+    body = {"name": "refused", **fields}
+    if "type" not in fields:
+        body.setdefault("command", "true")
+
+    response = await client.post("/api/jobs", json=body)
+
+    assert_error_shape(response, 422)
+    assert field_names(response) == {field}
+    assert await job_names(client) == []
+
+
+async def test_framing_header_message_says_socmeth_sets_it(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {
+        "name": "refused",
+        "type": "http",
+        "url": "http://h/",
+        "headers": {"content-length": "7"},
+    }
+
+    response = await client.post("/api/jobs", json=body)
+
+    assert "socmeth sets itself" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"timeout": "5"}, "timeout"),
+        ({"timeout": True}, "timeout"),
+        ({"retries": True}, "retries"),
+        ({"retries": "3"}, "retries"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"enabled": 1}, "enabled"),
+        ({"retry_backoff": {"jitter": "yes"}}, "retry_backoff.jitter"),
+        ({"misfire_grace": "10"}, "misfire_grace"),
+    ],
+    ids=[
+        "timeout-string",
+        "timeout-bool",
+        "retries-bool",
+        "retries-string",
+        "enabled-string",
+        "enabled-int",
+        "jitter-string",
+        "grace-string",
+    ],
+)
+async def test_fields_take_json_types_not_look_alikes(
+    client: httpx.AsyncClient, fields: dict[str, Any], field: str
+) -> None:
+    await create(client, name="typed")
+
+    posted = await client.post(
+        "/api/jobs", json={"name": "refused", "command": "true", **fields}
+    )
+    put = await client.put("/api/jobs/typed", json=fields)
+
+    assert_error_shape(posted, 422)
+    assert field_names(posted) == {field}
+    assert_error_shape(put, 422)
+    assert field_names(put) == {field}
+    assert await job_names(client) == ["typed"]
+
+
+async def test_query_parameters_stay_lax(client: httpx.AsyncClient) -> None:
+    await create(client, name="paused", enabled=False)
+
+    response = await client.get("/api/jobs", params={"enabled": "false", "limit": "5"})
+
+    assert response.status_code == 200, response.text
+    assert [job["name"] for job in response.json()["items"]] == ["paused"]
+
+
+# Sending back what GET returned
+
+
+async def test_a_job_read_can_be_put_back_unchanged(
+    client: httpx.AsyncClient, node: Node
+) -> None:
+    job = await create(
+        client,
+        name="notify",
+        type="webhook",
+        command=None,
+        url="https://ops:hunter2@hooks.example.com/socmeth",
+        headers={"Authorization": "Bearer abc", "X-Team": "ops"},
+        secret="hmac-key",
+        env={"API_TOKEN": "t0k3n", "REGION": "eu"},
+        schedule="0 2 * * *",
+        misfire_grace=30,
+        tags=["ops"],
+    )
+    before = (await node.store.get_job_by_name("notify")).definition
+    shown = (await client.get("/api/jobs/notify")).json()
+
+    response = await client.put("/api/jobs/notify", json=shown)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == shown == job
+    assert (await node.store.get_job_by_name("notify")).definition == before
+
+
+async def test_post_refuses_the_read_only_fields(client: httpx.AsyncClient) -> None:
+    body = {**README_JOB, "id": 7, "created_at": "2026-01-05T08:30:00+00:00"}
+
+    response = await client.post("/api/jobs", json=body)
+
+    assert_error_shape(response, 422)
+    assert field_names(response) == {"id", "created_at"}
+    assert "PUT" in response.json()["error"]["fields"][0]["message"]
+    assert await job_names(client) == []
+
+
+# Credentials in URLs
+
+
+async def test_url_password_is_masked_and_kept_by_a_put_of_the_mask(
+    client: httpx.AsyncClient, node: Node
+) -> None:
+    job = await create(
+        client,
+        name="ping",
+        type="http",
+        command=None,
+        url="https://ops:hunter2@example.com/health",
+    )
+    assert job["url"] == f"https://ops:{MASK}@example.com/health"
+
+    moved = await client.put(
+        "/api/jobs/ping", json={"url": f"https://ops:{MASK}@example.com/ready"}
+    )
+
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["url"] == f"https://ops:{MASK}@example.com/ready"
+    stored = (await node.store.get_job_by_name("ping")).definition
+    assert stored.url == "https://ops:hunter2@example.com/ready"
+    listed = (await client.get("/api/jobs")).json()["items"]
+    assert "hunter2" not in str(listed)
+
+
+async def test_a_new_url_password_replaces_the_stored_one(
+    client: httpx.AsyncClient, node: Node
+) -> None:
+    await create(
+        client, name="ping", type="http", command=None, url="https://a:old@h.example/"
+    )
+
+    response = await client.put(
+        "/api/jobs/ping", json={"url": "https://a:new@h.example/"}
+    )
+
+    assert response.json()["url"] == f"https://a:{MASK}@h.example/"
+    stored = (await node.store.get_job_by_name("ping")).definition
+    assert stored.url == "https://a:new@h.example/"
+
+
+# HEAD on the probes
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+async def test_head_answers_like_get_without_a_body(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    got = await client.get(path)
+
+    head = await client.head(path)
+
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == str(len(got.content))
+
+
+async def test_head_readyz_answers_503_when_the_workers_stopped(
+    client: httpx.AsyncClient, idle_node: Node
+) -> None:
+    response = await client.head("/readyz")
+
+    assert response.status_code == 503
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"run:99999999999999999999", b"run:12\x00", b"job:\x00"],
+    ids=["run-id-beyond-64-bits", "run-id-with-nul", "job-name-with-nul"],
+)
+async def test_hand_made_cursor_out_of_range_is_a_422(
+    client: httpx.AsyncClient, raw: bytes
+) -> None:
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    path = "/api/jobs" if raw.startswith(b"job") else "/api/runs"
+
+    response = await client.get(path, params={"cursor": cursor})
+
+    assert_error_shape(response, 422)
+    assert field_names(response) == {"cursor"}

@@ -1299,3 +1299,15 @@ async def test_create_run_under_replace_cancels_queued_and_stops_running_runs(
     assert await store.cancel_requested([attempt.id]) == {attempt.id}
     active = {r.id for r in (await store.active_runs([job.id]))[job.id]}
     assert active == {running.id, newest.id}
+
+
+async def test_queued_count_counts_attempts_waiting_for_a_worker(
+    store: SqlStore,
+) -> None:
+    first = await fire(store, await add_job(store, "one"))
+    await fire(store, await add_job(store, "two"))
+    assert await store.queued_count() == 2
+
+    await claim(store, first)
+
+    assert await store.queued_count() == 1

@@ -1,7 +1,7 @@
 """Build the FastAPI app of one node.
 
 The app does not start or stop the node: tests build it around a node they started,
-and `socmeth.server` passes a lifespan that starts and stops it with the server.
+and `socmeth.server` starts it before serving and stops it after.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from socmeth import __version__
 from socmeth.api import jobs, runs, schedules, system
@@ -25,13 +25,12 @@ DESCRIPTION = (
 )
 
 
-def create_app(node: Node, *, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
-    """Build the HTTP API around `node`; a given `lifespan` starts and stops it."""
+def create_app(node: Node) -> FastAPI:
+    """Build the HTTP API around `node`, which the caller starts and stops."""
     app = FastAPI(
         title="socmeth",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=lifespan,
     )
     app.state.node = node
     install_error_handlers(app)

@@ -1,16 +1,18 @@
 """Serve jobs: the README's seven endpoints, plus pause and resume.
 
-A job is addressed by id or by name (`JobService.resolve`: all digits is an id). Every
-change goes through `node.jobs`, which keeps next fires and the scheduler right.
+A job is addressed by id or by name (`JobService.resolve`: all digits is an id), once
+`params.JobRef` has answered 404 for an id no store can hold. Every change goes
+through `node.jobs`, which keeps next fires and the scheduler right.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from socmeth.api import NodeDep
+from socmeth.api.params import JobRef, QueryText
 from socmeth.api.runs import RunQueryDep, list_run_page
 from socmeth.api.schemas import (
     DEFAULT_PAGE,
@@ -30,17 +32,15 @@ from socmeth.store.base import JobFilter
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
-JobRef = Annotated[str, Path(description="A job id (all digits) or a job name.")]
-
 
 @router.get("")
 async def list_jobs(
     node: NodeDep,
     search: Annotated[
-        str | None, Query(max_length=200, description="A part of the name.")
+        QueryText | None, Query(max_length=200, description="A part of the name.")
     ] = None,
     enabled: bool | None = None,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[QueryText | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> JobPage:

@@ -8,9 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import AwareDatetime
 
 from socmeth.api import NodeDep
+from socmeth.api.params import AttemptNumber, JobFilterRef, QueryInstant, RunId
 from socmeth.api.schemas import DEFAULT_PAGE, MAX_PAGE, RunOut, RunPage, run_out
 from socmeth.errors import ValidationError
 from socmeth.models import AttemptState, RunState, Trigger
@@ -51,10 +51,10 @@ def run_query(
     ] = None,
     trigger: Trigger | None = None,
     created_after: Annotated[
-        AwareDatetime | None, Query(description="ISO 8601 with an offset or Z.")
+        QueryInstant | None, Query(description="ISO 8601 with an offset or Z.")
     ] = None,
     created_before: Annotated[
-        AwareDatetime | None, Query(description="ISO 8601 with an offset or Z.")
+        QueryInstant | None, Query(description="ISO 8601 with an offset or Z.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
@@ -96,24 +96,20 @@ async def list_run_page(node: Node, query: RunQuery, job_id: int | None) -> RunP
 
 
 @router.get("")
-async def list_runs(
-    node: NodeDep,
-    query: RunQueryDep,
-    job: Annotated[str | None, Query(description="A job id or name.")] = None,
-) -> RunPage:
+async def list_runs(node: NodeDep, query: RunQueryDep, job: JobFilterRef) -> RunPage:
     """List runs, newest first, optionally of one job."""
     job_id = None if job is None else (await node.jobs.resolve(job)).id
     return await list_run_page(node, query, job_id)
 
 
 @router.get("/{run_id}")
-async def get_run(node: NodeDep, run_id: int) -> RunOut:
+async def get_run(node: NodeDep, run_id: RunId) -> RunOut:
     """Return one run with its attempts."""
     return run_out(await node.store.get_run(run_id))
 
 
 @router.post("/{run_id}/cancel", status_code=202)
-async def cancel_run(node: NodeDep, run_id: int) -> RunOut:
+async def cancel_run(node: NodeDep, run_id: RunId) -> RunOut:
     """Cancel a run; a running attempt is stopped by its worker shortly after."""
     return run_out(await node.jobs.cancel(run_id))
 
@@ -133,7 +129,9 @@ async def cancel_run(node: NodeDep, run_id: int) -> RunOut:
         }
     },
 )
-async def get_output(node: NodeDep, run_id: int, number: int) -> PlainTextResponse:
+async def get_output(
+    node: NodeDep, run_id: RunId, number: AttemptNumber
+) -> PlainTextResponse:
     """Return the captured output tail of an attempt, live while it runs here."""
     attempt, text = await node.store.get_output(run_id, number)
     truncated = attempt.output_truncated

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime, tzinfo
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from socmeth.api import NodeDep
+from socmeth.api.params import QueryInstant
 from socmeth.api.schemas import Preview
 from socmeth.schedule import parse_schedule, validate_timezone
 
@@ -25,7 +27,7 @@ async def preview_schedule(
         Query(max_length=100, description="IANA name; default scheduler.timezone."),
     ] = None,
     after: Annotated[
-        AwareDatetime | None,
+        QueryInstant | None,
         Query(description="ISO 8601 with an offset or Z; default now."),
     ] = None,
     count: Annotated[int, Query(ge=1, le=MAX_PREVIEW)] = 5,
@@ -40,6 +42,21 @@ async def preview_schedule(
     parsed = parse_schedule(schedule, zone_name, start)
     fires = parsed.fires(start, count)
     return Preview(
-        fires=[fire.astimezone(zone).isoformat() for fire in fires],
+        fires=_local_times(fires, zone),
         description=parsed.describe(),
     )
+
+
+def _local_times(fires: Iterable[datetime], zone: tzinfo) -> list[str]:
+    """Write fires with the zone's offset, up to the last that `datetime` can hold.
+
+    An `@every` schedule ignores the zone, so its fires run up to the end of year 9999
+    in UTC, where the local time of a zone ahead of UTC is in year 10000.
+    """
+    written = []
+    for fire in fires:
+        try:
+            written.append(fire.astimezone(zone).isoformat())
+        except OverflowError:
+            break
+    return written

@@ -8,7 +8,11 @@ the timeout cap) are checked by `to_definition`, which lists every bad field in 
 `socmeth.errors.ValidationError`.
 
 In the bodies a null means "the default", so that a client may send back any job it
-read. Instants go out as ISO 8601 in UTC with a `+00:00` offset.
+read; PUT also takes and ignores the read-only fields a job is shown with. Numbers
+and booleans must be JSON numbers and booleans (a timeout of `"5"` or `true` is
+refused), and every value that reaches an executor is checked here for what it will
+meet there: a process takes no NUL, a header is one line of printable ASCII, a URL
+holds no whitespace. Instants go out as ISO 8601 in UTC with a `+00:00` offset.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
+import httpx
 import pydantic
 from pydantic import (
     AfterValidator,
@@ -28,6 +32,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
+    StrictBool,
+    StrictInt,
 )
 
 from socmeth.config import Config
@@ -50,9 +57,20 @@ from socmeth.schedule import parse_schedule, validate_timezone
 MASK = "********"
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+# A leap year: the longest duration a job may give, far inside timedelta's range.
+MAX_SECONDS = 366 * 24 * 3600
 MAX_BACKOFF_S = 30 * 24 * 3600.0
+# Linux refuses to start a process with one argument or variable over 128 KiB
+# (MAX_ARG_STRLEN); half of it leaves room for a variable's name.
+MAX_PROCESS_STRING_BYTES = 64 * 1024
+READ_ONLY_FIELDS = ("id", "created_at", "updated_at", "next_fire_at")
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Framing headers: socmeth's HTTP client writes them from the url and the body, and a
+# job's own would contradict them (RFC 9112, sections 3.2, 6 and 9.6).
+_FRAMING_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "host", "connection"}
+)
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _SECRET_HEADER_WORDS = ("token", "secret", "key", "password", "auth")
 _SECRET_ENV_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "PASS", "AUTH", "CREDENTIAL")
@@ -97,25 +115,103 @@ def _not_all_digits(name: str) -> str:
     return name
 
 
+_CHARACTERS = {
+    " ": "a space",
+    "\t": "a tab",
+    "\n": "a line break (U+000A)",
+    "\r": "a carriage return (U+000D)",
+    "\0": "a NUL character (U+0000)",
+}
+
+
+def _character(char: str) -> str:
+    """Name a character for a message without quoting the value around it."""
+    return _CHARACTERS.get(char, f"the character U+{ord(char):04X}")
+
+
 def _http_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"{url!r} must start with http:// or https://")
-    if not parts.hostname:
-        raise ValueError(f"{url!r} names no host")
+    """Refuse a URL that the http executor could not send, as httpx reads it."""
+    shown = mask_url(url)
+    at = next((i for i, c in enumerate(url) if c.isspace() or not c.isprintable()), -1)
+    if at >= 0:
+        raise ValueError(
+            f"{shown!r} has {_character(url[at])} at position {at}; a URL holds no "
+            "whitespace or control characters: percent-encode them (a space is %20)"
+        )
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{shown!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"{shown!r} must start with http:// or https://")
+    if not parsed.host:
+        raise ValueError(f"{shown!r} names no host; write it as http://host/path")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ValueError(f"{shown!r} has port {parsed.port}; a port is 1 to 65535")
     return url
 
 
-def _no_line_breaks(value: str) -> str:
-    if any(char in value for char in "\r\n\0"):
-        raise ValueError("must not contain line breaks or NUL characters")
+def _header_name(name: str) -> str:
+    if name.lower() in _FRAMING_HEADERS:
+        raise ValueError(
+            f"{name} is a header socmeth sets itself, from the url and the body, "
+            "when it sends the request; leave it out"
+        )
+    return name
+
+
+def _header_value(value: str) -> str:
+    """Refuse what HTTP/1.1 cannot carry in a header value (RFC 9110, 5.5)."""
+    at = next(
+        (i for i, c in enumerate(value) if not (" " <= c <= "~" or c == "\t")), -1
+    )
+    if at >= 0:
+        raise ValueError(
+            f"has {_character(value[at])} at position {at}; a header value is one "
+            "line of printable ASCII: encode anything else (percent-encoding or "
+            "base64, as the receiver expects)"
+        )
+    if value != value.strip(" \t"):
+        raise ValueError(
+            "starts or ends with a space or a tab, which a header value cannot "
+            "(RFC 9110, 5.5); remove them"
+        )
     return value
 
 
 def _no_nul(value: str) -> str:
-    if "\0" in value:
-        raise ValueError("must not contain NUL characters")
+    at = value.find("\0")
+    if at >= 0:
+        raise ValueError(
+            f"has a NUL character (U+0000) at position {at}, which no process can be "
+            "given; remove it"
+        )
     return value
+
+
+def _utf8_at_most(limit: int, advice: str) -> AfterValidator:
+    """Build a validator that refuses a string over `limit` bytes in UTF-8."""
+
+    def check(value: str) -> str:
+        size = len(value.encode())
+        if size > limit:
+            raise ValueError(
+                f"is {size} bytes in UTF-8, over the limit of {limit} bytes; {advice}"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _not_empty(advice: str) -> AfterValidator:
+    """Build a validator that refuses an empty string, saying what to send instead."""
+
+    def check(value: str) -> str:
+        if not value:
+            raise ValueError(f"is empty; {advice}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _upper(value: object) -> object:
@@ -133,6 +229,11 @@ def _instant_out(instant: datetime) -> str:
 def _seconds_out(value: float) -> int | float:
     """Write whole seconds without a fraction, as they were most likely given."""
     return int(value) if value.is_integer() else value
+
+
+def _seconds_text(value: float) -> str:
+    """Write seconds for a message: as given, or in exponent form when huge."""
+    return str(_seconds_out(value)) if value < 1e15 else f"{value:.6g}"
 
 
 JobName = Annotated[
@@ -162,7 +263,18 @@ EnvName = Annotated[
         "not starting with a digit",
     ),
 ]
-EnvValue = Annotated[str, AfterValidator(_no_nul)]
+_LONG_STRING = "keep long scripts and data in files that the command reads"
+EnvValue = Annotated[
+    str,
+    AfterValidator(_no_nul),
+    _utf8_at_most(MAX_PROCESS_STRING_BYTES, _LONG_STRING),
+]
+Command = Annotated[
+    str,
+    Field(max_length=65536),
+    AfterValidator(_no_nul),
+    _utf8_at_most(MAX_PROCESS_STRING_BYTES, _LONG_STRING),
+]
 HeaderName = Annotated[
     str,
     Field(max_length=256),
@@ -170,20 +282,32 @@ HeaderName = Annotated[
         r"[!#$%&'*+.^_`|~0-9A-Za-z-]+",
         "is not a valid HTTP header name (RFC 9110 token characters only)",
     ),
+    AfterValidator(_header_name),
 ]
-HeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_no_line_breaks)]
+HeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_header_value)]
 HttpUrl = Annotated[str, Field(max_length=8192), AfterValidator(_http_url)]
+Timezone = Annotated[
+    str,
+    Field(max_length=100),
+    _not_empty("leave it out or send null for the default, scheduler.timezone"),
+]
+Secret = Annotated[
+    str,
+    Field(max_length=1024),
+    _not_empty("leave it out or send null for an unsigned webhook"),
+]
 HttpMethod = Annotated[
     Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
     BeforeValidator(_upper),
 ]
-StatusCode = Annotated[int, Field(ge=100, le=599)]
+StatusCode = Annotated[int, Strict(), Field(ge=100, le=599)]
 ExpectStatus = Annotated[
     list[StatusCode],
     Field(min_length=1, max_length=100),
     BeforeValidator(_listed, json_schema_input_type=StatusCode | list[StatusCode]),
 ]
-Seconds = Annotated[float, PlainSerializer(_seconds_out, return_type=float)]
+# Strict: a JSON number (an integer is one too), never a string or a boolean.
+Seconds = Annotated[float, Strict(), PlainSerializer(_seconds_out, return_type=float)]
 Instant = Annotated[datetime, PlainSerializer(_instant_out, return_type=str)]
 
 
@@ -193,9 +317,9 @@ class RetryBackoffBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     initial: Seconds = Field(10.0, ge=0, le=MAX_BACKOFF_S, allow_inf_nan=False)
-    factor: float = Field(2.0, ge=1, le=100, allow_inf_nan=False)
+    factor: Annotated[float, Strict()] = Field(2.0, ge=1, le=100, allow_inf_nan=False)
     max: Seconds = Field(3600.0, ge=0, le=MAX_BACKOFF_S, allow_inf_nan=False)
-    jitter: bool = False
+    jitter: StrictBool = False
 
 
 # Job bodies
@@ -211,15 +335,15 @@ class _JobFields(BaseModel):
     schedule: str | None = Field(
         None, max_length=1000, description="Cron or @every; null: unscheduled."
     )
-    timezone: str | None = Field(
-        None, max_length=100, description="IANA name; default scheduler.timezone."
+    timezone: Timezone | None = Field(
+        None, description="IANA name; default scheduler.timezone."
     )
-    enabled: bool | None = Field(None, description="False pauses; default true.")
+    enabled: StrictBool | None = Field(None, description="False pauses; default true.")
     description: str | None = Field(None, max_length=4000)
     tags: list[Tag] | None = Field(None, max_length=50)
     env: dict[EnvName, EnvValue] | None = Field(None, max_length=200)
-    command: str | None = Field(
-        None, max_length=65536, description="Command jobs: run by /bin/sh -c."
+    command: Command | None = Field(
+        None, description="Command jobs: run by /bin/sh -c."
     )
     url: HttpUrl | None = Field(None, description="HTTP and webhook jobs.")
     method: HttpMethod | None = Field(None, description="HTTP jobs; default GET.")
@@ -228,17 +352,17 @@ class _JobFields(BaseModel):
     expect_status: ExpectStatus | None = Field(
         None, description="HTTP jobs; null: any 2xx."
     )
-    secret: str | None = Field(
-        None, max_length=1024, description="Webhook jobs: HMAC key."
-    )
-    timeout: float | None = Field(
+    secret: Secret | None = Field(None, description="Webhook jobs: HMAC key.")
+    timeout: Seconds | None = Field(
         None, ge=1, allow_inf_nan=False, description="Seconds per attempt."
     )
-    retries: int | None = Field(None, ge=0, le=100)
+    retries: StrictInt | None = Field(None, ge=0, le=100)
     retry_backoff: RetryBackoffBody | None = None
     concurrency: Concurrency | None = Field(None, description="Default forbid.")
     misfire: Misfire | None = Field(None, description="Default run_once.")
-    misfire_grace: float | None = Field(None, ge=0, allow_inf_nan=False)
+    misfire_grace: Seconds | None = Field(
+        None, ge=0, le=MAX_SECONDS, allow_inf_nan=False
+    )
     depends_on: list[str] | None = Field(None, max_length=100)
 
 
@@ -249,7 +373,16 @@ class JobIn(_JobFields):
 
 
 class JobPatch(_JobFields):
-    """Change a job: the body of PUT; fields left out keep their stored values."""
+    """Change a job: the body of PUT; fields left out keep their stored values.
+
+    The read-only fields of a shown job are taken and ignored, so that a job read
+    from the API can be sent back as it is.
+    """
+
+    id: Any = Field(None, exclude=True, description="Read-only; ignored.")
+    created_at: Any = Field(None, exclude=True, description="Read-only; ignored.")
+    updated_at: Any = Field(None, exclude=True, description="Read-only; ignored.")
+    next_fire_at: Any = Field(None, exclude=True, description="Read-only; ignored.")
 
 
 class JobOut(BaseModel):
@@ -376,7 +509,7 @@ def _mask_errors(job: JobIn) -> list[FieldError]:
         f"{MASK!r} is the mask the API shows in place of a secret and there is no "
         "stored value for it to keep; send the real value"
     )
-    fields = [("secret", job.secret)]
+    fields = [("secret", job.secret), ("url", url_password(job.url or ""))]
     fields += [(f"headers.{k}", v) for k, v in (job.headers or {}).items()]
     fields += [(f"env.{k}", v) for k, v in (job.env or {}).items()]
     return [FieldError(name, problem) for name, value in fields if value == MASK]
@@ -385,7 +518,7 @@ def _mask_errors(job: JobIn) -> list[FieldError]:
 def _timeout_over_cap(timeout: float, cap: int) -> FieldError:
     return FieldError(
         "timeout",
-        f"{_seconds_out(timeout)} seconds is over the cap of {cap} seconds set by "
+        f"{_seconds_text(timeout)} seconds is over the cap of {cap} seconds set by "
         "scheduler.max_job_timeout; lower the timeout or raise the cap",
     )
 
@@ -399,8 +532,8 @@ def apply_patch(
     """Merge the given fields of `patch` into a stored job and validate the result.
 
     A field given replaces the stored one (a whole object or list, not merged); a mask
-    given for a secret keeps the stored secret; changing the type drops the stored
-    fields the new type does not take.
+    given for a secret (or for the password of the url) keeps the stored secret;
+    changing the type drops the stored fields the new type does not take.
     """
     given = patch.model_dump(mode="json", exclude_unset=True)
     merged = fields_of(definition)
@@ -423,6 +556,8 @@ def _keep_masked(given: dict[str, Any], stored: JobDefinition) -> dict[str, Any]
     result = dict(given)
     if result.get("secret") == MASK and stored.secret is not None:
         result["secret"] = stored.secret
+    if isinstance(result.get("url"), str) and stored.url is not None:
+        result["url"] = _keep_url_password(result["url"], stored.url)
     if result.get("headers"):
         by_lower = {k.lower(): v for k, v in stored.headers.items()}
         result["headers"] = {
@@ -435,6 +570,14 @@ def _keep_masked(given: dict[str, Any], stored: JobDefinition) -> dict[str, Any]
             for k, v in result["env"].items()
         }
     return result
+
+
+def _keep_url_password(given: str, stored: str) -> str:
+    """Put the stored url's password in place of a mask in the given url's."""
+    span, kept = _password_span(given), _password_span(stored)
+    if span is None or kept is None or given[span[0] : span[1]] != MASK:
+        return given
+    return given[: span[0]] + stored[kept[0] : kept[1]] + given[span[1] :]
 
 
 def fields_of(definition: JobDefinition) -> dict[str, Any]:
@@ -482,6 +625,8 @@ def job_out(job: Job) -> JobOut:
     fields["headers"] = _masked(fields["headers"], is_secret_header)
     if fields["secret"] is not None:
         fields["secret"] = MASK
+    if fields["url"] is not None:
+        fields["url"] = mask_url(fields["url"])
     return JobOut(
         id=job.id,
         created_at=job.created_at,
@@ -507,6 +652,40 @@ def _masked(
     values: Mapping[str, str], is_secret: Callable[[str], bool]
 ) -> dict[str, str]:
     return {k: MASK if is_secret(k) else v for k, v in values.items()}
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Return where the password of `url` starts and ends; None when it has none.
+
+    The authority runs from `//` to the first `/`, `?` or `#`; its user info ends at
+    its last `@`, as httpx and urllib read it, and the password follows the first
+    `:` of the user info.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return None
+    start = scheme.end()
+    ends = [i for i in (url.find(c, start) for c in "/?#") if i >= 0]
+    at = url.rfind("@", start, min(ends, default=len(url)))
+    colon = url.find(":", start, at) if at >= 0 else -1
+    if colon < 0 or colon + 1 == at:
+        return None
+    return colon + 1, at
+
+
+def url_password(url: str) -> str | None:
+    """Return the password in a URL's user info, if it has one."""
+    span = _password_span(url)
+    return None if span is None else url[span[0] : span[1]]
+
+
+def mask_url(url: str) -> str:
+    """Show a URL with the password of its user info, if any, masked."""
+    span = _password_span(url)
+    return url if span is None else url[: span[0]] + MASK + url[span[1] :]
 
 
 # Runs
@@ -653,23 +832,35 @@ def _field_error(error: Mapping[str, Any]) -> FieldError:
         message = _unknown_field(loc)
     elif kind == "value_error":
         message = str(error["ctx"]["error"])
+    elif kind in _EXPECTED_TYPES:
+        message = _type_message(_EXPECTED_TYPES[kind], loc, error.get("input"))
     else:
         message = _with_value(message, loc, error.get("input"))
     return FieldError(field_path(loc), message)
 
 
 def field_path(loc: Sequence[int | str]) -> str:
-    """Write a pydantic location as a JSON path: `retry_backoff.initial`, `tags[2]`."""
+    """Write a pydantic location as a JSON path: `retry_backoff.initial`, `tags[2]`.
+
+    An empty key, which a dot would hide, is written `env[""]`.
+    """
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif part == "":
+            path += '[""]'
         elif part != "[key]":
             path = f"{path}.{part}" if path else part
     return path
 
 
 def _unknown_field(loc: tuple[int | str, ...]) -> str:
+    if loc[:-1] == () and loc[-1] in READ_ONLY_FIELDS:
+        return (
+            "is set by socmeth, not by a client; leave it out of a POST "
+            "(a PUT takes it and ignores it)"
+        )
     known = _KNOWN_FIELDS.get(loc[:-1])
     if known is None:
         return "is not a known field"
@@ -677,6 +868,36 @@ def _unknown_field(loc: tuple[int | str, ...]) -> str:
     if near:
         return f"is not a known field; did you mean {near[0]!r}?"
     return f"is not a known field; the fields are {', '.join(known)}"
+
+
+# The JSON type each strict type error asks for.
+_EXPECTED_TYPES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
+
+
+def _type_message(expected: str, loc: tuple[int | str, ...], value: object) -> str:
+    """Say which JSON type a field takes and which one it got."""
+    message = f"must be {expected}"
+    if value is None:
+        message += ", not null"
+    elif isinstance(value, bool):
+        message += ", not a boolean"
+    elif isinstance(value, str):
+        message += ", not a string"
+    elif isinstance(value, list):
+        message += ", not a list"
+    elif isinstance(value, dict):
+        message += ", not an object"
+    elif isinstance(value, int | float) and expected not in ("an integer", "a number"):
+        message += ", not a number"
+    return _with_value(message, loc, value)
 
 
 def _with_value(message: str, loc: tuple[int | str, ...], value: object) -> str:

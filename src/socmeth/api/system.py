@@ -1,4 +1,8 @@
-"""Serve what operators and their tools poll: liveness, readiness and metrics."""
+"""Serve what operators and their tools poll: liveness, readiness and metrics.
+
+`/healthz` and `/readyz` also answer HEAD, as load balancers often probe with it: the
+status and headers of the GET, without its body.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,27 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["system"])
 
 
+class HeadersOnly(Response):
+    """Answer a HEAD request with the status and headers of `response`, no body.
+
+    The Content-Length stays that of the GET's body, as RFC 9110 (9.3.2) asks.
+    """
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(status_code=response.status_code)
+        self.raw_headers = list(response.raw_headers)
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Answer while the process serves HTTP, whatever the state of the store."""
     return {"status": "ok"}
+
+
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    """Answer HEAD /healthz like GET, without the body."""
+    return HeadersOnly(JSONResponse(await healthz()))
 
 
 @router.get(
@@ -32,6 +53,12 @@ async def readyz(node: NodeDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
+@router.head("/readyz", include_in_schema=False)
+async def readyz_head(node: NodeDep) -> Response:
+    """Answer HEAD /readyz like GET, without the body."""
+    return HeadersOnly(await readyz(node))
+
+
 @router.get(
     "/metrics",
     response_class=Response,
@@ -40,7 +67,7 @@ async def readyz(node: NodeDep) -> JSONResponse:
 async def metrics(node: NodeDep) -> Response:
     """Export the node's metrics in the Prometheus text format."""
     try:
-        await node.metrics.refresh(node.store, node.queue)
+        await node.metrics.refresh(node.store)
     except Exception:  # a scrape still gets the counters when the store is down
         log.warning(
             "refreshing the stored-state gauges failed; serving the last values",

@@ -370,3 +370,7 @@ class Store(ABC):
     @abstractmethod
     async def running_count(self) -> int:
         """Count running attempts in the whole store."""
+
+    @abstractmethod
+    async def queued_count(self) -> int:
+        """Count queued attempts in the whole store: the cluster's queue size."""

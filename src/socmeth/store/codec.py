@@ -50,6 +50,9 @@ def encode_cursor(kind: str, key: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_ROW_ID = 2**63 - 1  # ids are 64-bit in both stores
+
+
 def decode_cursor(cursor: str, kind: str) -> str:
     """Return the key inside a cursor this store made for listings of `kind`."""
     try:
@@ -60,12 +63,17 @@ def decode_cursor(cursor: str, kind: str) -> str:
     if (
         prefix != kind
         or not key
-        or (kind == "run" and not (key.isascii() and key.isdigit()))
+        or not key.isprintable()
+        or (kind == "run" and not _is_row_id(key))
     ):
         raise ValidationError.single(
             "cursor", f"{cursor!r} is not a cursor of a {kind} listing"
         )
     return key
+
+
+def _is_row_id(key: str) -> bool:
+    return key.isascii() and key.isdigit() and len(key) <= 19 and int(key) <= MAX_ROW_ID
 
 
 # Rows

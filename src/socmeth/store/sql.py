@@ -771,6 +771,10 @@ class SqlStore(Store):
         async with self._reading() as conn:
             return await _count_running(conn)
 
+    async def queued_count(self) -> int:
+        async with self._reading() as conn:
+            return await _count_in_state(conn, _ATTEMPT_QUEUED)
+
 
 # Errors and small values
 
@@ -1071,11 +1075,11 @@ def _attempt_in(run: Run, attempt_id: int) -> Attempt:
 
 
 async def _count_running(conn: AsyncConnection) -> int:
-    query = (
-        select(func.count())
-        .select_from(attempts)
-        .where(attempts.c.state == _ATTEMPT_RUNNING)
-    )
+    return await _count_in_state(conn, _ATTEMPT_RUNNING)
+
+
+async def _count_in_state(conn: AsyncConnection, state: str) -> int:
+    query = select(func.count()).select_from(attempts).where(attempts.c.state == state)
     return int((await conn.execute(query)).scalar_one())
 
 
