@@ -180,8 +180,19 @@ def encode_definition(definition: JobDefinition) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
+# A due job's definition is decoded by the scheduler's turn and again by the claim of
+# its attempt, at about 0.2 ms each; the same text gives the same frozen definition.
+# Bounded, so memory does not grow with the number of jobs.
+DECODED_DEFINITIONS_CACHED = 2048
+
+
+@functools.lru_cache(maxsize=DECODED_DEFINITIONS_CACHED)
 def decode_definition(text: str) -> JobDefinition:
-    """Return the job definition that `encode_definition` wrote as `text`."""
+    """Return the job definition that `encode_definition` wrote as `text`.
+
+    Cached by text, so callers share the returned value: its `env` and `headers`
+    mappings must be treated as read-only, as the frozen dataclass intends.
+    """
     document = json.loads(text)
     version = document.pop("version", None)
     if version != DEFINITION_VERSION:
