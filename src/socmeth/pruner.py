@@ -7,12 +7,12 @@ store's write lock long enough to delay fires.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
 from socmeth.clock import Clock
 from socmeth.store.base import Store
+from socmeth.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,7 @@ class Pruner:
         self._task = asyncio.create_task(self._loop(), name="pruner")
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def prune(self) -> int:

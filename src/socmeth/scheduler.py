@@ -16,7 +16,6 @@ woken (a job changed, an attempt asked for a retry).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection
 from datetime import datetime
@@ -27,6 +26,7 @@ from socmeth.metrics import Metrics
 from socmeth.models import Run, RunState
 from socmeth.queue.base import Queue
 from socmeth.store.base import FireAdvance, NewRun, QueuedAttempt, Store
+from socmeth.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,7 @@ class Scheduler:
 
     async def stop(self) -> None:
         """Stop the loop after its current turn."""
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def _loop(self) -> None:

@@ -24,7 +24,6 @@ and recorded `lost`, which the retry policy follows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Collection
@@ -41,6 +40,7 @@ from socmeth.models import AttemptState, Run, RunState
 from socmeth.queue.base import Delivery, Queue
 from socmeth.retry import settle_attempt
 from socmeth.store.base import AttemptFinish, AttemptOutcome, ClaimedAttempt, Store
+from socmeth.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,7 @@ class WorkerPool:
     async def stop(self, grace_s: float) -> None:
         """Stop claiming, wait `grace_s` for running attempts, then kill the rest."""
         self._receiving = False
-        receiver = self._tasks[0] if self._tasks else None
-        if receiver is not None:
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
+        await cancel_and_wait(self._tasks[0] if self._tasks else None)
         if self._executions:
             await asyncio.wait(set(self._executions), timeout=grace_s)
         for entry in self._running.values():
@@ -197,9 +193,7 @@ class WorkerPool:
             await asyncio.wait(set(self._executions))
         await self._finishes.join()
         for task in self._tasks[1:]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
 
     # The receiver
