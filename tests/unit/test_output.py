@@ -149,3 +149,13 @@ def test_utf8_head_never_ends_inside_a_character(
     data: bytes, limit: int, expected: bytes
 ) -> None:
     assert utf8_head(data, limit) == expected
+
+
+def test_binary_output_stays_within_the_cap_once_decoded() -> None:
+    tail = OutputTail(cap=1000)
+    tail.append(bytes(range(128, 256)) * 20)  # not UTF-8: each byte becomes U+FFFD
+
+    text = tail.text()
+
+    assert len(text.encode()) <= 1000
+    assert tail.truncated

@@ -75,11 +75,23 @@ class OutputTail:
         self._version += 1
 
     def text(self) -> str:
-        """Return the tail decoded as UTF-8, starting on a character boundary."""
+        """Return the tail decoded as UTF-8, starting on a character boundary.
+
+        Bytes that are not UTF-8 become U+FFFD, three bytes where there was one, so
+        the text of binary output is cut again to stay within the cap when stored,
+        which marks the tail truncated: read `truncated` after `text()`.
+        """
         data = b"".join(self._chunks)[-self._cap :]
         if self._front_dropped:
             data = data[_leading_continuation_bytes(data) :]
-        return data.decode("utf-8", errors="replace")
+        text = data.decode("utf-8", errors="replace")
+        if "\ufffd" not in text:
+            return text
+        encoded = text.encode()
+        if len(encoded) <= self._cap:
+            return text
+        self._truncated = True
+        return encoded[-self._cap :].decode("utf-8", errors="ignore")
 
     def _trim(self) -> None:
         # Whole chunks only: the partial first chunk is sliced off in text(), so an
