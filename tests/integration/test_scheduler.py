@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from socmeth import pruner
 from socmeth.clock import FakeClock
 from socmeth.config import Config, load_config
 from socmeth.errors import StoreError
@@ -27,10 +28,11 @@ from socmeth.models import (
     JobType,
     Misfire,
     RunState,
+    Trigger,
 )
 from socmeth.queue.memory import MemoryQueue
 from socmeth.scheduler import Scheduler
-from socmeth.store.base import RunFilter
+from socmeth.store.base import NewRun, RunFilter
 from socmeth.store.sql import SqlStore, open_store
 from socmeth.worker import WorkerPool
 
@@ -308,3 +310,24 @@ async def test_a_failed_claim_keeps_its_messages_and_claims_them_again(
         harness.clock.advance(1.0)
         break
     assert await harness.settle(run.id) is RunState.SUCCEEDED
+
+
+async def test_the_pruner_deletes_runs_past_retention_in_batches(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pruner, "PRUNE_BATCH", 3)
+    job_id = await add_job(store, job_definition(concurrency=Concurrency.ALLOW), T0)
+    old = [
+        NewRun(job_id, Trigger.SCHEDULE, T0 + timedelta(minutes=m), RunState.SKIPPED)
+        for m in range(1, 8)
+    ]
+    await store.record_fires([], old, T0)
+    recent = NewRun(job_id, Trigger.MANUAL, None, RunState.SKIPPED)
+    await store.record_fires([], [recent], T0 + timedelta(days=29))
+    clock = FakeClock(T0 + timedelta(days=30, hours=1))
+
+    deleted = await pruner.Pruner(store, clock, retention_days=30).prune()
+
+    assert deleted == 7
+    remaining = await store.list_runs(RunFilter(job_id=job_id), 10, None)
+    assert [r.trigger for r in remaining.items] == [Trigger.MANUAL]
