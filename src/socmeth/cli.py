@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     except click.Abort:
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signals
+        sys.exit(130)
     except SocmethError as exc:
         if verbose:
             traceback.print_exc()
