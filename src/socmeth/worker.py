@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 RECEIVE_TIMEOUT_S = 1.0
 WATCH_INTERVAL_S = 1.0
 DEFER_DELAY_S = 0.25  # wait before claiming again when the cluster is at capacity
+CLAIM_RETRY_S = 1.0  # wait before claiming again after the store failed
 FINISH_BATCH = 500
 REPUBLISH_BATCH = 1000
 
@@ -99,6 +100,7 @@ class WorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._executions: set[asyncio.Task[None]] = set()
         self._receiving = False
+        self._claiming = False  # the receiver is between a claim and its starts
 
     @property
     def running(self) -> bool:
@@ -182,8 +184,7 @@ class WorkerPool:
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming, wait `grace_s` for running attempts, then kill the rest."""
-        self._receiving = False
-        await cancel_and_wait(self._tasks[0] if self._tasks else None)
+        await self._stop_receiving()
         if self._executions:
             await asyncio.wait(set(self._executions), timeout=grace_s)
         for entry in self._running.values():
@@ -195,6 +196,18 @@ class WorkerPool:
         for task in self._tasks[1:]:
             await cancel_and_wait(task)
         self._tasks = []
+
+    async def _stop_receiving(self) -> None:
+        """End the receiver, but never between a claim's commit and its starts.
+
+        Cancelled there, the claimed attempts would stay `running` with nothing
+        executing them until the next start; anywhere else the receiver only waits
+        for messages, which the store still holds as queued.
+        """
+        self._receiving = False
+        while self._claiming:
+            await asyncio.sleep(0.01)
+        await cancel_and_wait(self._tasks[0] if self._tasks else None)
 
     # The receiver
 
@@ -231,8 +244,21 @@ class WorkerPool:
             )
         if not deliveries:
             return rest
+        self._claiming = True
+        try:
+            kept, pause_s = await self._claim(deliveries, top_up=not rest)
+        finally:
+            self._claiming = False
+        if pause_s:
+            await self._clock.sleep(pause_s)
+        return kept + rest
+
+    async def _claim(
+        self, deliveries: list[Delivery], *, top_up: bool
+    ) -> tuple[list[Delivery], float]:
+        """Claim and start what the store gives; return what to keep, and a pause."""
         async with self._store_turn:
-            if not rest:
+            if top_up:  # older deferred deliveries go first
                 deliveries += await self._top_up(len(deliveries))
             by_id = {d.attempt.attempt_id: d for d in deliveries}
             now = self._clock.now()
@@ -252,15 +278,12 @@ class WorkerPool:
                     exc_info=True,
                     extra={"event": "worker.claim_failed"},
                 )
-                await self._clock.sleep(1.0)
-                return deliveries + rest
+                return deliveries, CLAIM_RETRY_S
         for claimed in batch.claimed:
             self._begin(claimed, by_id.pop(claimed.attempt.id), now)
         still_deferred = [by_id.pop(i) for i in batch.deferred if i in by_id]
         await self._queue.ack(list(by_id.values()))  # not claimable: drop
-        if still_deferred:
-            await self._clock.sleep(DEFER_DELAY_S)
-        return still_deferred + rest
+        return still_deferred, DEFER_DELAY_S if still_deferred else 0.0
 
     async def _top_up(self, holding: int) -> list[Delivery]:
         """Receive, without waiting, for the slots that freed while we waited."""

@@ -331,3 +331,30 @@ async def test_the_pruner_deletes_runs_past_retention_in_batches(
     assert deleted == 7
     remaining = await store.list_runs(RunFilter(job_id=job_id), 10, None)
     assert [r.trigger for r in remaining.items] == [Trigger.MANUAL]
+
+
+async def test_a_stop_during_a_claim_still_starts_and_settles_what_it_claimed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_claim = harness.store.claim_attempts
+    committed = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_answer(*args: Any, **kwargs: Any) -> Any:
+        batch = await real_claim(*args, **kwargs)
+        committed.set()
+        await release.wait()  # the claim is stored; its answer is on its way
+        return batch
+
+    monkeypatch.setattr(harness.store, "claim_attempts", slow_answer)
+    job = await harness.jobs.create(job_definition("caught", command="sleep 30"))
+    run = await harness.jobs.run_now(job)
+    await committed.wait()
+
+    stopping = asyncio.create_task(harness.workers.stop(0.1))
+    await asyncio.sleep(0.05)
+    release.set()
+    await stopping
+
+    settled = await harness.store.get_run(run.id)
+    assert [a.state for a in settled.attempts] == [AttemptState.LOST]
