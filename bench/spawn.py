@@ -95,7 +95,7 @@ async def asyncio_subprocess(count: int, limit: int) -> float:
 
 
 async def executor(count: int, limit: int, spawn_threads: int) -> float:
-    command = CommandExecutor(spawn_threads=spawn_threads)
+    command = CommandExecutor(store_id="bench", spawn_threads=spawn_threads)
     ctx = _context()
 
     async def one() -> None:

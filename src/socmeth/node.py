@@ -20,6 +20,7 @@ from socmeth import __version__
 from socmeth.clock import Clock, SystemClock
 from socmeth.config import Config
 from socmeth.executors import Executors
+from socmeth.executors.procs import store_id_of
 from socmeth.jobs import JobService
 from socmeth.metrics import Metrics
 from socmeth.pruner import Pruner
@@ -96,7 +97,9 @@ class Node:
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
         )
-        self._executors = Executors(self._http, self.clock)
+        self._executors = Executors(
+            self._http, self.clock, store_id=store_id_of(self.config.database_url)
+        )
         self.scheduler = Scheduler(
             self.store,
             self.queue,

@@ -159,7 +159,9 @@ class WorkerPool:
 
         A lost attempt may be retried; its old process must not run on beside it.
         """
-        killed = await asyncio.to_thread(kill_attempt_processes, attempts)
+        killed = await asyncio.to_thread(
+            kill_attempt_processes, attempts, self._executors.store_id
+        )
         if killed:
             log.warning(
                 "killed %s processes left running by lost attempts",

@@ -110,7 +110,8 @@ async def eventually(check: Callable[[], bool], within: float = 2.0) -> None:
 @pytest.fixture
 def command_executor() -> Iterator[CommandExecutor]:
     executor = CommandExecutor(
-        environ={"PATH": os.environ["PATH"], "NODE_VAR": "from-node"}
+        store_id="store-a",
+        environ={"PATH": os.environ["PATH"], "NODE_VAR": "from-node"},
     )
     yield executor
     executor.close()
@@ -204,14 +205,15 @@ async def test_command_sees_node_job_and_socmeth_variables(
 ) -> None:
     script = (
         'printf "%s|" "$SOCMETH_JOB" "$SOCMETH_RUN_ID" "$SOCMETH_ATTEMPT" '
-        '"$SOCMETH_SCHEDULED_AT" "$GREETING" "$NODE_VAR"'
+        '"$SOCMETH_SCHEDULED_AT" "$SOCMETH_STORE_ID" "$GREETING" "$NODE_VAR"'
     )
     definition = command_job(script, env={"GREETING": "hi"})
     ctx = make_ctx(definition, trigger=trigger, scheduled_at=scheduled_at)
 
     _, output, _ = await run_command(command_executor, ctx)
 
-    assert output.text() == f"nightly|42|2|{expected_scheduled_at}|hi|from-node|"
+    expected = f"nightly|42|2|{expected_scheduled_at}|store-a|hi|from-node|"
+    assert output.text() == expected
 
 
 async def test_job_env_overrides_the_node_but_not_the_socmeth_variables(
@@ -811,7 +813,7 @@ async def test_webhook_error_status_fails(
 async def test_executors_gives_each_job_type_its_executor(
     client: httpx.AsyncClient,
 ) -> None:
-    executors = Executors(client, FakeClock())
+    executors = Executors(client, FakeClock(), store_id="store-a")
     try:
         kinds: dict[JobType, type[object]] = {
             JobType.COMMAND: CommandExecutor,

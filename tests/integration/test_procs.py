@@ -52,21 +52,27 @@ def test_a_running_group_is_alive() -> None:
 
 
 def test_processes_of_a_lost_attempt_are_killed_with_their_group() -> None:
-    marked = spawn(
-        "sleep 30 & sleep 30; wait", SOCMETH_RUN_ID="987654", SOCMETH_ATTEMPT="2"
+    ours = {"SOCMETH_STORE_ID": "store-a", "SOCMETH_RUN_ID": "987654"}
+    marked = spawn("sleep 30 & sleep 30; wait", **ours, SOCMETH_ATTEMPT="2")
+    other_attempt = spawn("sleep 30", **ours, SOCMETH_ATTEMPT="1")
+    other_store = spawn(
+        "sleep 30",
+        SOCMETH_STORE_ID="store-b",
+        SOCMETH_RUN_ID="987654",
+        SOCMETH_ATTEMPT="2",
     )
-    other = spawn("sleep 30", SOCMETH_RUN_ID="987654", SOCMETH_ATTEMPT="1")
     try:
         assert wait_until(lambda: group_alive(marked.pid))
 
-        found = kill_attempt_processes([(987654, 2)])
+        found = kill_attempt_processes([(987654, 2)], "store-a")
 
         assert marked.pid in found
         assert marked.wait(5) == -9
         assert wait_until(lambda: not group_alive(marked.pid))
-        assert other.poll() is None
+        assert other_attempt.poll() is None
+        assert other_store.poll() is None, "the same run id of another store"
     finally:
-        for child in (marked, other):
+        for child in (marked, other_attempt, other_store):
             if child.poll() is None:
                 child.kill()
             child.wait()

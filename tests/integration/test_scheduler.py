@@ -155,7 +155,7 @@ class Harness:
         self.queue = MemoryQueue()
         metrics = Metrics()
         self.http = httpx.AsyncClient()
-        self.executors = Executors(self.http, clock)
+        self.executors = Executors(self.http, clock, store_id="test-store")
         self.scheduler = Scheduler(
             store, self.queue, clock, metrics, "n1", stop_local=self._stop_local
         )

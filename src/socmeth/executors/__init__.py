@@ -35,8 +35,8 @@ class Executors:
     """Hold the executor of every job type for one node.
 
     `http_client` is shared by http and webhook jobs and stays the caller's to close.
-    `clock` stamps webhook payloads. `spawn_threads` and `environ` go to the
-    `CommandExecutor`.
+    `clock` stamps webhook payloads. `store_id`, `spawn_threads` and `environ` go to
+    the `CommandExecutor`.
     """
 
     def __init__(
@@ -44,15 +44,23 @@ class Executors:
         http_client: httpx.AsyncClient,
         clock: Clock,
         *,
+        store_id: str,
         spawn_threads: int = DEFAULT_SPAWN_THREADS,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self._command = CommandExecutor(spawn_threads=spawn_threads, environ=environ)
+        self._command = CommandExecutor(
+            store_id=store_id, spawn_threads=spawn_threads, environ=environ
+        )
         self._by_type: dict[JobType, Executor] = {
             JobType.COMMAND: self._command,
             JobType.HTTP: HttpExecutor(http_client),
             JobType.WEBHOOK: WebhookExecutor(http_client, clock),
         }
+
+    @property
+    def store_id(self) -> str:
+        """Return the store id commands carry in their environment."""
+        return self._command.store_id
 
     def for_type(self, job_type: JobType) -> Executor:
         """Return the executor that runs jobs of `job_type`."""

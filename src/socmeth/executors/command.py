@@ -52,7 +52,7 @@ from socmeth.executors.base import (
     wait_bounded,
 )
 from socmeth.executors.output import OutputTail
-from socmeth.executors.procs import group_alive
+from socmeth.executors.procs import STORE_ID_VARIABLE, group_alive
 from socmeth.models import AttemptState
 
 logger = logging.getLogger(__name__)
@@ -72,14 +72,17 @@ _REAP_AFTER_KILL_S = 5.0
 class CommandExecutor(Executor):
     """Run `/bin/sh -c` commands; see the module docstring for how.
 
-    `spawn_threads` bounds how many spawns run at once. `environ` is the node's
-    environment, which the job's `env` is laid over; by default `os.environ` as it is
-    now (copied once: decoding `os.environ` on every spawn costs the loop 0.2 ms).
+    `store_id` names the node's store in every command's environment (see
+    `procs.kill_attempt_processes`). `spawn_threads` bounds how many spawns run at
+    once. `environ` is the node's environment, which the job's `env` is laid over; by
+    default `os.environ` as it is now (copied once: decoding `os.environ` on every
+    spawn costs the loop 0.2 ms).
     """
 
     def __init__(
         self,
         *,
+        store_id: str,
         spawn_threads: int = DEFAULT_SPAWN_THREADS,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -87,6 +90,12 @@ class CommandExecutor(Executor):
             max_workers=spawn_threads, thread_name_prefix="socmeth-spawn"
         )
         self._environ = dict(os.environ if environ is None else environ)
+        self._store_id = store_id
+
+    @property
+    def store_id(self) -> str:
+        """Return the store id this executor puts in every command's environment."""
+        return self._store_id
 
     def close(self) -> None:
         """Stop the spawn threads once the spawns in progress are done."""
@@ -160,6 +169,9 @@ class CommandExecutor(Executor):
         env["SOCMETH_RUN_ID"] = str(ctx.run_id)
         env["SOCMETH_ATTEMPT"] = str(ctx.attempt)
         env["SOCMETH_SCHEDULED_AT"] = iso_utc(scheduled_at) if scheduled_at else ""
+        # Names the store the run ids belong to, so that the crash recovery of one
+        # store never takes another store's processes for its own.
+        env[STORE_ID_VARIABLE] = self._store_id
         return env
 
     async def _stop_group(self, child: _Child, ctx: ExecutionContext) -> None:

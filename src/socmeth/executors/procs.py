@@ -6,7 +6,7 @@ many containers) stay forever, so a stopped group would look alive until the kil
 grace ran out. And which processes did a previous life of this node leave running?
 After a crash their attempts are settled as `lost` and may be retried; the old
 processes must not run on beside the retry, and the environment socmeth gave them
-(`SOCMETH_RUN_ID`, `SOCMETH_ATTEMPT`) names them.
+(`SOCMETH_STORE_ID`, `SOCMETH_RUN_ID`, `SOCMETH_ATTEMPT`) names them.
 
 Where `/proc` is missing, the group check falls back to signals and nothing is found
 to kill.
@@ -15,6 +15,7 @@ to kill.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -24,6 +25,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PROC = Path("/proc")
+STORE_ID_VARIABLE = "SOCMETH_STORE_ID"
+
+
+def store_id_of(database_url: str) -> str:
+    """Return a short, stable name of a store, for the environment of commands."""
+    return hashlib.sha256(database_url.encode()).hexdigest()[:16]
 
 
 def group_alive(pgid: int) -> bool:
@@ -33,13 +40,16 @@ def group_alive(pgid: int) -> bool:
     return any(state != "Z" for _, group, state in _processes() if group == pgid)
 
 
-def kill_attempt_processes(attempts: Iterable[tuple[int, int]]) -> list[int]:
+def kill_attempt_processes(
+    attempts: Iterable[tuple[int, int]], store_id: str
+) -> list[int]:
     """SIGKILL the process groups of processes started for these (run, attempt).
 
-    Returns the pids found. Only processes whose environment carries the run id and
-    attempt number socmeth set are touched, so a reused pid is never hit.
+    Returns the pids found. Only processes whose environment carries the store id,
+    run id and attempt number socmeth set are touched, so neither a reused pid nor
+    the same run id of another store on this machine is ever hit.
     """
-    wanted = {(str(run_id), str(number)) for run_id, number in attempts}
+    wanted = {(store_id, str(run_id), str(number)) for run_id, number in attempts}
     if not wanted or not PROC.is_dir():
         return []
     found = []
@@ -67,17 +77,20 @@ def _processes() -> Iterator[tuple[int, int, str]]:
         yield pid, int(fields[2]), fields[0]
 
 
-def _attempt_of(pid: int) -> tuple[str, str] | None:
+def _attempt_of(pid: int) -> tuple[str, str, str] | None:
     try:
         raw = Path(PROC, str(pid), "environ").read_bytes()
     except OSError:
         return None
     env = dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    run_id = env.get(b"SOCMETH_RUN_ID")
-    number = env.get(b"SOCMETH_ATTEMPT")
-    if run_id is None or number is None:
+    found = [
+        env.get(name)
+        for name in (STORE_ID_VARIABLE.encode(), b"SOCMETH_RUN_ID", b"SOCMETH_ATTEMPT")
+    ]
+    if None in found:
         return None
-    return run_id.decode(errors="replace"), number.decode(errors="replace")
+    store_id, run_id, number = (v.decode(errors="replace") for v in found if v)
+    return store_id, run_id, number
 
 
 def _signal_reaches(pgid: int) -> bool:
