@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import logging
@@ -37,17 +38,21 @@ LOOPBACK = "127.0.0.1"
 
 
 def bind_host(config: Config) -> str:
-    """Choose the address to listen on: loopback unless told, and warn when exposed."""
-    host = config.server.host or LOOPBACK
-    if not config.auth.enabled and not _is_loopback(host):
-        log.warning(
-            "AUTH IS DISABLED and socmeth listens on %s: anyone who can reach this "
-            "port can run any command on this machine. Enable auth or bind to "
-            "127.0.0.1.",
-            host,
-            extra={"event": "server.unprotected"},
-        )
-    return host
+    """Choose the address to listen on: loopback unless told otherwise."""
+    return config.server.host or LOOPBACK
+
+
+def warn_if_exposed(config: Config, host: str) -> None:
+    """Warn loudly when the API, which runs any command, is open beyond loopback."""
+    if config.auth.enabled or _is_loopback(host):
+        return
+    log.warning(
+        "AUTH IS DISABLED and socmeth listens on %s: anyone who can reach this port "
+        "can run any command on this machine. Bind to 127.0.0.1 or keep the port "
+        "behind a firewall; authentication arrives with issue 6.",
+        host,
+        extra={"event": "server.unprotected"},
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -142,9 +147,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
         ) from exc
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ConfigError(
-            "server.port", f"cannot listen on {host}:{port}: {reason}"
-        ) from exc
+        key = "server.host" if exc.errno == errno.EADDRNOTAVAIL else "server.port"
+        raise ConfigError(key, f"cannot listen on {host}:{port}: {reason}") from exc
     sock.set_inheritable(True)
     return sock
 
@@ -155,6 +159,7 @@ def serve(config: Config) -> None:
     host = bind_host(config)
     with store_lock(config):
         sock = bind_socket(host, config.server.port)
+        warn_if_exposed(config, host)
         with sock:
             asyncio.run(_serve(config, sock, host))
 

@@ -1263,3 +1263,20 @@ async def test_hand_made_cursor_out_of_range_is_a_422(
 
     assert_error_shape(response, 422)
     assert field_names(response) == {"cursor"}
+
+
+async def test_whole_seconds_come_back_as_json_integers(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"name": "ints", "command": "true", "timeout": 300, "misfire_grace": 30}
+
+    job = (await client.post("/api/jobs", json=body)).json()
+
+    assert (job["timeout"], job["misfire_grace"]) == (300, 30)
+    assert isinstance(job["timeout"], int)
+    assert job["retry_backoff"] == {
+        "initial": 10,
+        "factor": 2,
+        "max": 3600,
+        "jitter": False,
+    }

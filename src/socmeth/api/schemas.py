@@ -307,7 +307,10 @@ ExpectStatus = Annotated[
     BeforeValidator(_listed, json_schema_input_type=StatusCode | list[StatusCode]),
 ]
 # Strict: a JSON number (an integer is one too), never a string or a boolean.
-Seconds = Annotated[float, Strict(), PlainSerializer(_seconds_out, return_type=float)]
+# Whole seconds go out as JSON integers (300, not 300.0), as docs/api.md shows them.
+Seconds = Annotated[
+    float, Strict(), PlainSerializer(_seconds_out, return_type=int | float)
+]
 Instant = Annotated[datetime, PlainSerializer(_instant_out, return_type=str)]
 
 

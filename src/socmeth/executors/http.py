@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from dataclasses import dataclass, replace
 
 import httpx
@@ -212,6 +213,9 @@ def _os_reason(exc: BaseException) -> str:
     """Find the operating system's reason (e.g. "connection refused") behind `exc`."""
     cause: BaseException | None = exc
     while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            # Its errno is OpenSSL's, which os.strerror would misread as EPERM.
+            return f"TLS failed: {cause.reason or cause}"
         if isinstance(cause, OSError) and cause.errno and cause.errno > 0:
             return os.strerror(cause.errno).lower()
         if isinstance(cause, OSError) and cause.strerror:
