@@ -334,6 +334,18 @@ def test_a_crash_mid_attempt_is_settled_at_the_next_start(
     assert not group_alive(left_behind), "the restart kills what the crash left"
 
 
+def serve_refused(port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Start `socmeth serve` expecting it to refuse, and return how it ended."""
+    argv = ["serve", "--port", str(port), "--data-dir", str(data_dir)]
+    return subprocess.run(
+        [sys.executable, "-m", "socmeth", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_a_second_server_on_the_same_data_dir_is_refused_and_harms_nothing(
     server: Server,
 ) -> None:
@@ -341,22 +353,7 @@ def test_a_second_server_on_the_same_data_dir_is_refused_and_harms_nothing(
     run = run_now(server, "busy")
     server.wait_for_run(run["id"], until=("running",))
 
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "socmeth",
-            "serve",
-            "--port",
-            str(free_port()),
-            "--data-dir",
-            str(server.data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    second = serve_refused(free_port(), server.data_dir)
 
     assert second.returncode == 2
     assert "in use by socmeth serve" in second.stderr
@@ -364,25 +361,9 @@ def test_a_second_server_on_the_same_data_dir_is_refused_and_harms_nothing(
 
 
 def test_a_taken_port_is_refused_in_one_line(server: Server, tmp_path: Path) -> None:
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "socmeth",
-            "serve",
-            "--port",
-            str(server.port),
-            "--data-dir",
-            str(tmp_path / "other"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    second = serve_refused(server.port, tmp_path / "other")
 
     assert second.returncode == 2
-    assert (
-        second.stderr.strip().splitlines()[-1].startswith("socmeth: config server.port")
-    )
+    last_line = second.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("socmeth: config server.port")
     assert not (tmp_path / "other" / "socmeth.db").exists()
