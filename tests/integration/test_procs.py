@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -23,10 +24,10 @@ def spawn(command: str, **env: str) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_until(predicate: object, timeout_s: float = 5.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
+        if predicate():
             return True
         time.sleep(0.01)
     return False
