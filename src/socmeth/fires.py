@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from socmeth.dependencies import give_up_at
 from socmeth.models import (
     Concurrency,
     Job,
@@ -20,7 +21,7 @@ from socmeth.models import (
     Trigger,
 )
 from socmeth.schedule import Schedule, parse_schedule
-from socmeth.store.base import FireAdvance, NewRun
+from socmeth.store.base import FireAdvance, GiveUp, NewRun
 
 # A job that fell far behind (a long pause of the scheduler's own process while it was
 # up) gets at most this many runs per turn; the next turn goes on from where it stopped.
@@ -46,11 +47,16 @@ def next_fire_at(
 
 @dataclass(frozen=True)
 class FirePlan:
-    """The runs one due job gets in this turn, and where its next fire moves."""
+    """The runs one due job gets in this turn, and where its next fire moves.
+
+    `give_ups` end the job's waiting runs that a fire after their creation
+    overtook: a run waits for its dependencies until the job's next fire at most.
+    """
 
     advance: FireAdvance
     runs: list[NewRun]
     cancel_run_ids: list[int]
+    give_ups: list[GiveUp]
 
 
 def plan_job_fires(
@@ -80,9 +86,36 @@ def plan_job_fires(
         fires.append((catch_up, True))
     fires.extend((fire, False) for fire in current)
 
-    runs, cancel_ids = _apply_concurrency(job, active, fires)
+    latest = current[-1] if current else missed
+    give_ups, active = _overtaken_waits(job, active, latest)
+    runs, cancel_ids = _apply_concurrency(job, active, fires, now)
     advance = FireAdvance(job.id, job.next_fire_at, following)
-    return FirePlan(advance, runs, cancel_ids)
+    return FirePlan(advance, runs, cancel_ids, give_ups)
+
+
+def _overtaken_waits(
+    job: Job, active: Sequence[Run], latest_fire: datetime | None
+) -> tuple[list[GiveUp], list[Run]]:
+    """Split off the waiting runs created before the latest fire that passed.
+
+    Returns their give-ups and the active runs that stay.
+    """
+    give_ups: list[GiveUp] = []
+    staying: list[Run] = []
+    for run in active:
+        if (
+            run.state is RunState.WAITING
+            and latest_fire is not None
+            and run.created_at < latest_fire
+        ):
+            reason = (
+                "gave up waiting for dependencies: the job's next fire, at "
+                f"{latest_fire.isoformat()}, came first"
+            )
+            give_ups.append(GiveUp(job.id, run.id, reason))
+        else:
+            staying.append(run)
+    return give_ups, staying
 
 
 def _passed_fires(
@@ -138,7 +171,7 @@ def _catch_up(
 
 
 def _apply_concurrency(
-    job: Job, active: Sequence[Run], fires: list[tuple[datetime, bool]]
+    job: Job, active: Sequence[Run], fires: list[tuple[datetime, bool]], now: datetime
 ) -> tuple[list[NewRun], list[int]]:
     """Decide each fire's run under the job's concurrency policy."""
     policy = job.definition.concurrency
@@ -148,21 +181,46 @@ def _apply_concurrency(
     for index, (fire, late) in enumerate(fires):
         is_last = index == len(fires) - 1
         if policy is Concurrency.ALLOW:
-            runs.append(NewRun(job.id, Trigger.SCHEDULE, fire, late=late))
+            runs.append(fire_run(job.definition, job.id, fire, late, now))
         elif policy is Concurrency.REPLACE:
             # Only the newest fire of the turn survives; older ones would be replaced
             # at once, so they are recorded as skipped instead of started and killed.
             if is_last:
                 cancel_ids = [run.id for run in active]
-                runs.append(NewRun(job.id, Trigger.SCHEDULE, fire, late=late))
+                runs.append(fire_run(job.definition, job.id, fire, late, now))
             else:
                 runs.append(_skipped(job, fire, late, "replaced by a newer fire"))
         elif busy_reason is not None:
             runs.append(_skipped(job, fire, late, busy_reason))
         else:
-            runs.append(NewRun(job.id, Trigger.SCHEDULE, fire, late=late))
+            runs.append(fire_run(job.definition, job.id, fire, late, now))
             busy_reason = f"the run for the fire at {fire.isoformat()} was still active"
     return runs, cancel_ids
+
+
+def fire_run(
+    definition: JobDefinition,
+    job_id: int,
+    fire: datetime | None,
+    late: bool,
+    now: datetime,
+    trigger: Trigger = Trigger.SCHEDULE,
+) -> NewRun:
+    """Describe the run a fire (or a request, with `fire` None) makes.
+
+    A job with dependencies gets a `waiting` run, to be resolved by the leader; any
+    other job a `queued` one.
+    """
+    if not definition.depends_on:
+        return NewRun(job_id, trigger, fire, late=late)
+    return NewRun(
+        job_id,
+        trigger,
+        fire,
+        state=RunState.WAITING,
+        late=late,
+        give_up_at=give_up_at(definition.dependency_timeout, now),
+    )
 
 
 def _skipped(job: Job, fire: datetime, late: bool, reason: str) -> NewRun:

@@ -13,12 +13,13 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from socmeth.clock import Clock
+from socmeth.dependencies import dependency_list_errors
 from socmeth.errors import LimitError, ValidationError
-from socmeth.fires import next_fire_at
+from socmeth.fires import fire_run, next_fire_at
 from socmeth.metrics import Metrics
 from socmeth.models import Concurrency, Job, JobDefinition, Run, RunState, Trigger
 from socmeth.queue.base import Queue
-from socmeth.store.base import NewRun, QueuedAttempt, Store
+from socmeth.store.base import DependencyGraph, QueuedAttempt, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class JobService:
 
     async def create(self, definition: JobDefinition) -> Job:
         """Store a new job with its first next fire."""
-        _refuse_dependencies(definition)
+        _check_dependency_list(definition)
         counts = await self._store.count_jobs()
         if counts.enabled + counts.paused >= self._max_jobs:
             raise LimitError(
@@ -78,8 +79,12 @@ class JobService:
         return job
 
     async def update(self, job: Job, definition: JobDefinition) -> Job:
-        """Replace a job's definition; the next fire is computed anew from now."""
-        _refuse_dependencies(definition)
+        """Replace a job's definition; the next fire is computed anew from now.
+
+        A new name is written into the `depends_on` of the jobs that depend on it,
+        in the same transaction.
+        """
+        _check_dependency_list(definition)
         now = self._clock.now()
         fire_at = next_fire_at(definition, job.created_at, now)
         updated = await self._store.update_job(job.id, definition, fire_at, now)
@@ -107,8 +112,9 @@ class JobService:
     async def delete(self, job: Job) -> None:
         """Delete a job and its history in one transaction.
 
-        A running attempt of the job is stopped by its worker, which finds the
-        attempt gone from the store (`Store.cancel_requested`).
+        Refused (409) while other jobs depend on it. A running attempt of the job is
+        stopped by its worker, which finds the attempt gone from the store
+        (`Store.cancel_requested`).
         """
         active = (await self._store.active_runs([job.id]))[job.id]
         await self._store.delete_job(job.id)
@@ -122,17 +128,21 @@ class JobService:
         Under `concurrency: forbid` a job with an active run refuses (409) rather than
         piling up; under `replace` the active runs are cancelled. The store applies
         the policy in the run's own transaction, so concurrent requests cannot race.
+        A job with dependencies gets a waiting run, which the scheduler resolves.
         """
         replaced: list[Run] = []
         if job.definition.concurrency is Concurrency.REPLACE:
             replaced = (await self._store.active_runs([job.id]))[job.id]
+        now = self._clock.now()
         run = await self._store.create_run(
-            NewRun(job.id, Trigger.MANUAL, None),
-            self._clock.now(),
+            fire_run(job.definition, job.id, None, False, now, Trigger.MANUAL),
+            now,
             concurrency=job.definition.concurrency,
         )
         self._stop_local([old.id for old in replaced])
         await self.publish(run)
+        if run.state is RunState.WAITING or replaced:
+            self._wake_scheduler()
         log.info(
             "run %s of job %s created by hand",
             run.id,
@@ -149,12 +159,17 @@ class JobService:
         self._stop_local([run_id])
         if run.state is RunState.CANCELLED and run.finished_at is not None:
             self._metrics.runs_ended.labels(job=run.job_name, state=run.state).inc()
+            self._wake_scheduler()  # runs waiting on it end upstream_failed
         log.info(
             "run %s cancel requested",
             run_id,
             extra={"event": "run.cancel_requested", "run_id": run_id},
         )
         return run
+
+    async def dependencies(self, job: Job, limit: int) -> DependencyGraph:
+        """Return the jobs upstream and downstream of a job, with their latest runs."""
+        return await self._store.dependency_graph(job.id, limit)
 
     async def publish(self, run: Run) -> None:
         """Put the run's queued attempt, if any, on the queue."""
@@ -164,10 +179,8 @@ class JobService:
         await self._queue.publish([QueuedAttempt(attempt.id, run.id, attempt.number)])
 
 
-def _refuse_dependencies(definition: JobDefinition) -> None:
-    if definition.depends_on:
-        raise ValidationError.single(
-            "depends_on",
-            "job dependencies are not available yet (issue 3); "
-            "send an empty list or leave the field out",
-        )
+def _check_dependency_list(definition: JobDefinition) -> None:
+    """Refuse self-references and repeats; the store checks names and cycles."""
+    errors = dependency_list_errors(definition.name, definition.depends_on)
+    if errors:
+        raise ValidationError(errors)

@@ -124,6 +124,7 @@ class JobDefinition:
     misfire: Misfire = Misfire.RUN_ONCE
     misfire_grace: timedelta | None = None
     depends_on: tuple[str, ...] = ()
+    dependency_timeout: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,19 @@ class Run:
     next_attempt_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: tuple[Attempt, ...] = ()
+    # A dependency run: the run whose demand triggered it.
+    needed_by_run_id: int | None = None
 
     @property
     def last_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
+
+
+@dataclass(frozen=True)
+class UpstreamLink:
+    """Name the run of a dependency that a run waits for, or was fed by."""
+
+    job_id: int
+    job_name: str
+    run_id: int | None  # None: that run was deleted (pruned) since
+    state: RunState | None

@@ -6,8 +6,12 @@ Each turn reads the clock once and:
    with `fires.plan_job_fires` (pure) and writes runs and next fires in one transaction
    (`Store.record_fires`), which the unique (job, scheduled instant) key guards;
 2. cancels the runs a `concurrency: replace` fire displaces;
-3. starts the attempts of runs whose pending retry is due;
-4. publishes the new queued attempts.
+3. resolves dependencies (`Store.resolve_dependencies` with the pure
+   `dependencies.plan_dependencies`), a pass at a time until the work list is empty:
+   each pass may demand runs of dependencies, release waiting runs, end them
+   `upstream_failed` or `skipped`, and push unscheduled dependents;
+4. starts the attempts of runs whose pending retry is due;
+5. publishes the new queued attempts.
 
 It then sleeps until the earliest next fire or retry, at most `MAX_SLEEP_S`, or until
 woken (a job changed, an attempt asked for a retry).
@@ -21,16 +25,20 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 
 from socmeth.clock import Clock
+from socmeth.dependencies import plan_dependencies
 from socmeth.fires import plan_job_fires
 from socmeth.metrics import Metrics
 from socmeth.models import Run, RunState
 from socmeth.queue.base import Queue
-from socmeth.store.base import FireAdvance, NewRun, QueuedAttempt, Store
+from socmeth.store.base import FireAdvance, GiveUp, NewRun, QueuedAttempt, Store
 from socmeth.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # due jobs or retries handled per statement batch
+# Passes of dependency resolution per turn: each goes one level up a chain of
+# demands, so this bounds the depth resolved in one turn, not in all.
+MAX_DEPENDENCY_PASSES = 32
 MAX_SLEEP_S = 1.0  # bounds the delay of fires of jobs changed by another process
 ERROR_BACKOFF_S = (0.5, 1, 2, 5)
 
@@ -116,6 +124,7 @@ class Scheduler:
         """Take one turn at `now`; return how many attempts it queued."""
         assert self.started_at is not None, "start() sets the start instant"
         queued = await self._fire_due_jobs(now)
+        queued.extend(await self._resolve_dependencies(now))
         queued.extend(await self._start_due_retries(now))
         if queued:
             await self._queue.publish(queued)
@@ -129,41 +138,70 @@ class Scheduler:
             advances: list[FireAdvance] = []
             new_runs: list[NewRun] = []
             cancel_ids: list[int] = []
+            give_ups: list[GiveUp] = []
             for job in jobs:
                 plan = plan_job_fires(job, active.get(job.id, []), now, self.started_at)
                 advances.append(plan.advance)
                 new_runs.extend(plan.runs)
                 cancel_ids.extend(plan.cancel_run_ids)
+                give_ups.extend(plan.give_ups)
             for run_id in cancel_ids:
                 await self._store.cancel_run(run_id, "replaced by a newer fire", now)
             self._stop_local(cancel_ids)
-            created = await self._store.record_fires(advances, new_runs, now)
+            created = await self._store.record_fires(advances, new_runs, now, give_ups)
             queued.extend(self._note_created(created))
             if len(jobs) < BATCH:
                 break
         return queued
 
+    async def _resolve_dependencies(self, now: datetime) -> list[QueuedAttempt]:
+        queued: list[QueuedAttempt] = []
+        for _ in range(MAX_DEPENDENCY_PASSES):
+            done = await self._store.resolve_dependencies(now, BATCH, plan_dependencies)
+            if not done.worked:
+                break
+            queued.extend(
+                self._note_created([*done.ended, *done.waiting, *done.queued])
+            )
+        return queued
+
     def _note_created(self, runs: list[Run]) -> list[QueuedAttempt]:
+        """Count and log runs that were created or changed state; return the queued
+        attempts among them."""
         queued = []
         for run in runs:
-            if run.state is RunState.SKIPPED:
-                self._metrics.runs_ended.labels(job=run.job_name, state="skipped").inc()
+            if not run.state.is_active:
+                self._metrics.runs_ended.labels(job=run.job_name, state=run.state).inc()
                 log.info(
-                    "run %s of job %s skipped: %s",
+                    "run %s of job %s %s: %s",
                     run.id,
                     run.job_name,
+                    run.state,
                     run.reason,
-                    extra={"event": "run.skipped", "run_id": run.id},
+                    extra={"event": f"run.{run.state}", "run_id": run.id},
+                )
+                continue
+            if run.state is RunState.WAITING:
+                log.info(
+                    "run %s of job %s waits for its dependencies",
+                    run.id,
+                    run.job_name,
+                    extra={"event": "run.waiting", "run_id": run.id},
                 )
                 continue
             attempt = run.last_attempt
             if attempt is not None:
                 queued.append(QueuedAttempt(attempt.id, run.id, attempt.number))
+            cause = (
+                f"for the fire at {run.scheduled_at.isoformat()}"
+                if run.scheduled_at
+                else f"(trigger {run.trigger})"
+            )
             log.info(
-                "run %s of job %s queued for the fire at %s%s",
+                "run %s of job %s queued %s%s",
                 run.id,
                 run.job_name,
-                run.scheduled_at.isoformat() if run.scheduled_at else "-",
+                cause,
                 " (late)" if run.late else "",
                 extra={"event": "run.queued", "run_id": run.id, "late": run.late},
             )

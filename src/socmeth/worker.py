@@ -462,16 +462,19 @@ class WorkerPool:
                 done.set_result(None)
 
     def _count_runs(self, runs: list[Run | None]) -> None:
-        retry_pending = False
+        """Count ended runs; wake the scheduler for a pending retry or for runs
+        that may depend on one that ended."""
+        changed = False
         for run in runs:
             if run is None:
                 continue
             state = run.state
             if state is RunState.QUEUED:
-                retry_pending = True
+                changed = True
             elif not state.is_active:
+                changed = True
                 self._metrics.runs_ended.labels(job=run.job_name, state=state).inc()
-        if retry_pending:
+        if changed:
             self._wake_scheduler()
 
     # The watcher

@@ -144,8 +144,8 @@ async def test_job_out_lists_every_field(client: httpx.AsyncClient) -> None:
         "id", "name", "type", "schedule", "timezone", "enabled", "description",
         "tags", "env", "command", "url", "method", "headers", "body",
         "expect_status", "secret", "timeout", "retries", "retry_backoff",
-        "concurrency", "misfire", "misfire_grace", "depends_on", "created_at",
-        "updated_at", "next_fire_at",
+        "concurrency", "misfire", "misfire_grace", "depends_on",
+        "dependency_timeout", "created_at", "updated_at", "next_fire_at",
     }  # fmt: skip
 
 
@@ -171,7 +171,7 @@ async def test_job_out_lists_every_field(client: httpx.AsyncClient) -> None:
         "all-digit-name",
         "nested-field",
         "unknown-field",
-        "dependencies",
+        "unknown-dependency",
     ],
 )
 async def test_refused_job_names_its_field_and_stores_nothing(

@@ -88,6 +88,7 @@ FULL_DEFINITION = JobDefinition(
     misfire=Misfire.SKIP,
     misfire_grace=timedelta(minutes=5),
     depends_on=("extract", "load"),
+    dependency_timeout=timedelta(minutes=30),
 )
 
 
@@ -196,6 +197,8 @@ async def all_pages(
 
 
 async def test_create_job_round_trips_every_field(store: SqlStore) -> None:
+    for dependency in FULL_DEFINITION.depends_on:
+        await add_job(store, dependency)
     created = await store.create_job(FULL_DEFINITION, NOW + MINUTE, NOW)
 
     assert created.definition == FULL_DEFINITION

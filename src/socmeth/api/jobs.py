@@ -13,10 +13,11 @@ from fastapi import APIRouter, Query, Response
 
 from socmeth.api import NodeDep
 from socmeth.api.params import JobRef, QueryText
-from socmeth.api.runs import RunQueryDep, list_run_page
+from socmeth.api.runs import RunQueryDep, list_run_page, runs_out
 from socmeth.api.schemas import (
     DEFAULT_PAGE,
     MAX_PAGE,
+    DependencyGraphOut,
     JobIn,
     JobOut,
     JobPage,
@@ -24,13 +25,15 @@ from socmeth.api.schemas import (
     RunOut,
     RunPage,
     apply_patch,
+    graph_out,
     job_out,
-    run_out,
     to_definition,
 )
 from socmeth.store.base import JobFilter
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+MAX_GRAPH_JOBS = 500
 
 
 @router.get("")
@@ -74,16 +77,24 @@ async def update_job(node: NodeDep, ref: JobRef, body: JobPatch) -> JobOut:
 
 @router.delete("/{ref}", status_code=204)
 async def delete_job(node: NodeDep, ref: JobRef) -> Response:
-    """Delete a job and its history; its active runs are cancelled."""
+    """Delete a job and its history; its active runs are cancelled.
+
+    409, naming them, while other jobs depend on it.
+    """
     await node.jobs.delete(await node.jobs.resolve(ref))
     return Response(status_code=204)
 
 
 @router.post("/{ref}/run", status_code=202)
 async def run_job(node: NodeDep, ref: JobRef) -> RunOut:
-    """Start a manual run now; 409 while a forbid job has an active run."""
+    """Start a manual run now; 409 while a forbid job has an active run.
+
+    A job with dependencies gets a `waiting` run: its stale dependencies are run
+    first, then it is queued.
+    """
     run = await node.jobs.run_now(await node.jobs.resolve(ref))
-    return run_out(run)
+    (shown,) = await runs_out(node, [run])
+    return shown
 
 
 @router.post("/{ref}/pause")
@@ -105,3 +116,15 @@ async def job_history(node: NodeDep, ref: JobRef, query: RunQueryDep) -> RunPage
     """List the job's runs, newest first, with the filters of GET /api/runs."""
     job = await node.jobs.resolve(ref)
     return await list_run_page(node, query, job.id)
+
+
+@router.get("/{ref}/dependencies")
+async def job_dependencies(
+    node: NodeDep,
+    ref: JobRef,
+    limit: Annotated[int, Query(ge=1, le=MAX_GRAPH_JOBS)] = MAX_GRAPH_JOBS,
+) -> DependencyGraphOut:
+    """Return the jobs upstream and downstream of a job, the edges among them and
+    each one's latest run; at most `limit` jobs, the job itself first."""
+    job = await node.jobs.resolve(ref)
+    return graph_out(await node.jobs.dependencies(job, limit))

@@ -13,7 +13,7 @@ from socmeth.api import NodeDep
 from socmeth.api.params import AttemptNumber, JobFilterRef, QueryInstant, RunId
 from socmeth.api.schemas import DEFAULT_PAGE, MAX_PAGE, RunOut, RunPage, run_out
 from socmeth.errors import ValidationError
-from socmeth.models import AttemptState, RunState, Trigger
+from socmeth.models import AttemptState, Run, RunState, Trigger
 from socmeth.node import Node
 from socmeth.store.base import RunFilter
 
@@ -89,10 +89,16 @@ def parse_states(values: list[str] | None) -> frozenset[RunState] | None:
     return frozenset(known[name] for name in names)
 
 
+async def runs_out(node: Node, runs: list[Run]) -> list[RunOut]:
+    """Show runs with the runs of dependencies each one is linked to."""
+    links = await node.store.upstream_links([run.id for run in runs])
+    return [run_out(run, links.get(run.id, ())) for run in runs]
+
+
 async def list_run_page(node: Node, query: RunQuery, job_id: int | None) -> RunPage:
     """Return one page of runs, newest first."""
     page = await node.store.list_runs(query.filter(job_id), query.limit, query.cursor)
-    return RunPage(items=[run_out(r) for r in page.items], next_cursor=page.next_cursor)
+    return RunPage(items=await runs_out(node, page.items), next_cursor=page.next_cursor)
 
 
 @router.get("")
@@ -105,13 +111,15 @@ async def list_runs(node: NodeDep, query: RunQueryDep, job: JobFilterRef) -> Run
 @router.get("/{run_id}")
 async def get_run(node: NodeDep, run_id: RunId) -> RunOut:
     """Return one run with its attempts."""
-    return run_out(await node.store.get_run(run_id))
+    (shown,) = await runs_out(node, [await node.store.get_run(run_id)])
+    return shown
 
 
 @router.post("/{run_id}/cancel", status_code=202)
 async def cancel_run(node: NodeDep, run_id: RunId) -> RunOut:
     """Cancel a run; a running attempt is stopped by its worker shortly after."""
-    return run_out(await node.jobs.cancel(run_id))
+    (shown,) = await runs_out(node, [await node.jobs.cancel(run_id)])
+    return shown
 
 
 @router.get(

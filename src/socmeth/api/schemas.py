@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from socmeth.config import Config
+from socmeth.dependencies import MAX_DEPENDENCIES
 from socmeth.errors import FieldError, ScheduleError, ValidationError
 from socmeth.models import (
     Attempt,
@@ -51,8 +52,10 @@ from socmeth.models import (
     Run,
     RunState,
     Trigger,
+    UpstreamLink,
 )
 from socmeth.schedule import parse_schedule, validate_timezone
+from socmeth.store.base import DependencyGraph
 
 MASK = "********"
 MAX_PAGE = 500
@@ -366,7 +369,19 @@ class _JobFields(BaseModel):
     misfire_grace: Seconds | None = Field(
         None, ge=0, le=MAX_SECONDS, allow_inf_nan=False
     )
-    depends_on: list[str] | None = Field(None, max_length=100)
+    depends_on: list[JobName] | None = Field(
+        None,
+        max_length=MAX_DEPENDENCIES,
+        description="Names of jobs whose success a run of this one waits for.",
+    )
+    dependency_timeout: Seconds | None = Field(
+        None,
+        ge=1,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds a run waits for its dependencies; null: until the "
+        "job's next fire.",
+    )
 
 
 class JobIn(_JobFields):
@@ -414,6 +429,7 @@ class JobOut(BaseModel):
     misfire: Misfire
     misfire_grace: Seconds | None
     depends_on: list[str]
+    dependency_timeout: Seconds | None
     created_at: Instant
     updated_at: Instant
     next_fire_at: Instant | None
@@ -443,6 +459,7 @@ def _definition(
 ) -> JobDefinition:
     backoff = job.retry_backoff or RetryBackoffBody()
     grace = job.misfire_grace
+    wait = job.dependency_timeout
     method = job.method or ("GET" if job_type is JobType.HTTP else None)
     return JobDefinition(
         name=job.name,
@@ -472,6 +489,7 @@ def _definition(
         misfire=job.misfire or Misfire.RUN_ONCE,
         misfire_grace=None if grace is None else timedelta(seconds=grace),
         depends_on=tuple(job.depends_on or ()),
+        dependency_timeout=None if wait is None else timedelta(seconds=wait),
     )
 
 
@@ -587,6 +605,7 @@ def fields_of(definition: JobDefinition) -> dict[str, Any]:
     """Return a job's fields as JSON values, secrets included."""
     backoff = definition.retry_backoff
     grace = definition.misfire_grace
+    wait = definition.dependency_timeout
     return {
         "name": definition.name,
         "type": definition.type.value,
@@ -615,6 +634,7 @@ def fields_of(definition: JobDefinition) -> dict[str, Any]:
         "misfire": definition.misfire.value,
         "misfire_grace": None if grace is None else grace.total_seconds(),
         "depends_on": list(definition.depends_on),
+        "dependency_timeout": None if wait is None else wait.total_seconds(),
     }
 
 
@@ -709,8 +729,21 @@ class AttemptOut(BaseModel):
     output_truncated: bool
 
 
+class UpstreamRunOut(BaseModel):
+    """Name the run of a dependency that a run waits for, or was fed by."""
+
+    job: str
+    run_id: int
+    state: RunState
+
+
 class RunOut(BaseModel):
-    """Show one firing of a job with its attempts, oldest first."""
+    """Show one firing of a job with its attempts, oldest first.
+
+    `upstream_runs` names, for a job with dependencies, the run of each dependency
+    that this run waits for (while `waiting`) or was fed by; `needed_by_run_id`, for
+    a run with trigger `dependency`, the run whose demand made it.
+    """
 
     id: int
     job_id: int
@@ -723,6 +756,8 @@ class RunOut(BaseModel):
     reason: str | None
     late: bool
     next_attempt_at: Instant | None
+    needed_by_run_id: int | None
+    upstream_runs: list[UpstreamRunOut]
     attempts: list[AttemptOut]
 
 
@@ -742,8 +777,8 @@ def attempt_out(attempt: Attempt) -> AttemptOut:
     )
 
 
-def run_out(run: Run) -> RunOut:
-    """Show a run with its attempts."""
+def run_out(run: Run, upstream: Sequence[UpstreamLink] = ()) -> RunOut:
+    """Show a run with its attempts and the runs of dependencies it is linked to."""
     return RunOut(
         id=run.id,
         job_id=run.job_id,
@@ -756,7 +791,81 @@ def run_out(run: Run) -> RunOut:
         reason=run.reason,
         late=run.late,
         next_attempt_at=run.next_attempt_at,
+        needed_by_run_id=run.needed_by_run_id,
+        upstream_runs=[
+            UpstreamRunOut(job=link.job_name, run_id=link.run_id, state=link.state)
+            for link in upstream
+        ],
         attempts=[attempt_out(attempt) for attempt in run.attempts],
+    )
+
+
+class GraphRunOut(BaseModel):
+    """The latest run of a job in a dependency graph."""
+
+    id: int
+    state: RunState
+    created_at: Instant
+    finished_at: Instant | None
+
+
+class GraphJobOut(BaseModel):
+    """One job of a dependency graph."""
+
+    id: int
+    name: str
+    enabled: bool
+    schedule: str | None
+    latest_run: GraphRunOut | None
+
+
+class GraphEdgeOut(BaseModel):
+    """`to` depends on `from`: a run of `to` waits for a success of `from`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+
+
+class DependencyGraphOut(BaseModel):
+    """A job's upstream and downstream jobs, the edges among them, and their latest
+    runs; `truncated` when the graph was cut at `limit` jobs."""
+
+    job: str
+    jobs: list[GraphJobOut]
+    edges: list[GraphEdgeOut]
+    truncated: bool
+
+
+def graph_out(graph: DependencyGraph) -> DependencyGraphOut:
+    """Show a dependency graph by job names."""
+    names = {job.id: job.name for job in graph.jobs}
+    return DependencyGraphOut(
+        job=names[graph.job_id],
+        jobs=[
+            GraphJobOut(
+                id=job.id,
+                name=job.name,
+                enabled=job.enabled,
+                schedule=job.schedule,
+                latest_run=None
+                if job.latest_run is None
+                else GraphRunOut(
+                    id=job.latest_run.id,
+                    state=job.latest_run.state,
+                    created_at=job.latest_run.created_at,
+                    finished_at=job.latest_run.finished_at,
+                ),
+            )
+            for job in graph.jobs
+        ],
+        edges=[
+            GraphEdgeOut(from_=names[a], to=names[b])
+            for a, b in graph.edges
+            if a in names and b in names
+        ],
+        truncated=graph.truncated,
     )
 
 

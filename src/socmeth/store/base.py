@@ -8,6 +8,13 @@ Every implementation keeps these invariants, which the scheduler and workers rel
 - A worker executes an attempt only after `claim_attempt` updated exactly one row from
   `queued` to `running`; a redelivered queue message therefore never runs twice.
 - A write that is refused (duplicate name, missing job) changes nothing.
+- The dependency graph stays acyclic and names only stored jobs: a job's
+  `depends_on` is checked against the stored jobs in the transaction that writes it,
+  a job others depend on cannot be deleted, and a rename rewrites their lists.
+- Dependency work is never lost: a waiting run, and an ended run that another job
+  depends on, are put on the store's dependency work list in the transaction that
+  created or ended them; a pass of `resolve_dependencies` takes them off in the
+  transaction that acts on them.
 
 All instants are aware UTC datetimes. Methods raise `NotFoundError` for a missing job,
 run or attempt, `ConflictError` for a clash with stored state and `StoreError` when
@@ -17,11 +24,12 @@ the store itself fails.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from socmeth.dependencies import Plan, Snapshot
 from socmeth.models import (
     Attempt,
     AttemptState,
@@ -31,9 +39,11 @@ from socmeth.models import (
     Run,
     RunState,
     Trigger,
+    UpstreamLink,
 )
 
 T = TypeVar("T")
+Planner = Callable[[Snapshot, datetime], Plan]
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,8 @@ class NewRun:
 
     A run created `queued` gets attempt 1 in the same transaction; one created in a
     final state (`skipped`) gets no attempt and its `finished_at` is the creation time.
+    One created `waiting` gets no attempt either: it goes on the dependency work
+    list, and `give_up_at` ends its wait (the job's `dependency_timeout`).
     """
 
     job_id: int
@@ -81,6 +93,18 @@ class NewRun:
     state: RunState = RunState.QUEUED
     reason: str | None = None
     late: bool = False
+    needed_by_run_id: int | None = None
+    give_up_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """End a waiting run `skipped`: its job's next fire came before its dependencies
+    were done. Applied with its job's fire advance, and only while the run waits."""
+
+    job_id: int
+    run_id: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -165,6 +189,46 @@ class RunningAttempt:
 
 
 @dataclass(frozen=True)
+class DependencyPass:
+    """Report one pass of dependency resolution.
+
+    `queued` holds the runs that pass created or released `queued`, with their first
+    attempts (to publish); `ended` the waiting runs it ended. `worked` is false when
+    there was nothing to do, so the caller can stop taking passes.
+    """
+
+    worked: bool = False
+    queued: list[Run] = field(default_factory=list)
+    ended: list[Run] = field(default_factory=list)
+    waiting: list[Run] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GraphJob:
+    """One job of a dependency graph, with its latest run."""
+
+    id: int
+    name: str
+    enabled: bool
+    schedule: str | None
+    latest_run: Run | None
+
+
+@dataclass(frozen=True)
+class DependencyGraph:
+    """Name a job's upstream and downstream jobs and the edges between them.
+
+    An edge (a, b) says b depends on a: a runs first. `truncated` is true when the
+    graph was cut at the size asked for.
+    """
+
+    job_id: int
+    jobs: list[GraphJob]
+    edges: list[tuple[int, int]]
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
 class JobCounts:
     enabled: int = 0
     paused: int = 0
@@ -194,7 +258,10 @@ class Store(ABC):
     async def create_job(
         self, definition: JobDefinition, next_fire_at: datetime | None, now: datetime
     ) -> Job:
-        """Store a new job; ConflictError when the name is taken."""
+        """Store a new job; ConflictError when the name is taken.
+
+        ValidationError (field `depends_on`) when a dependency names no stored job.
+        """
 
     @abstractmethod
     async def update_job(
@@ -204,11 +271,20 @@ class Store(ABC):
         next_fire_at: datetime | None,
         now: datetime,
     ) -> Job:
-        """Replace a job's definition and next fire; ConflictError on a taken name."""
+        """Replace a job's definition and next fire; ConflictError on a taken name.
+
+        ValidationError (field `depends_on`) when a dependency names no stored job
+        or would close a cycle, which the message names (`a -> b -> a`). A new name
+        is written into the `depends_on` of the jobs that depend on this one. Jobs
+        that gain a dependency are fed only by successes from now on.
+        """
 
     @abstractmethod
     async def delete_job(self, job_id: int) -> None:
-        """Delete a job with its runs, attempts and output."""
+        """Delete a job with its runs, attempts and output.
+
+        ConflictError, naming them, while other jobs depend on it.
+        """
 
     @abstractmethod
     async def get_job(self, job_id: int) -> Job:
@@ -237,19 +313,29 @@ class Store(ABC):
 
     @abstractmethod
     async def next_due_at(self) -> datetime | None:
-        """Return the earliest next fire or pending retry, for the scheduler's sleep."""
+        """Return the earliest next fire, pending retry or end of a dependency wait,
+        for the scheduler's sleep."""
 
     # Runs
 
     @abstractmethod
+    async def dependency_graph(self, job_id: int, limit: int) -> DependencyGraph:
+        """Return the jobs upstream and downstream of a job, at most `limit` of them."""
+
+    @abstractmethod
     async def record_fires(
-        self, advances: Sequence[FireAdvance], runs: Sequence[NewRun], now: datetime
+        self,
+        advances: Sequence[FireAdvance],
+        runs: Sequence[NewRun],
+        now: datetime,
+        give_ups: Sequence[GiveUp] = (),
     ) -> list[Run]:
         """Create runs for fires and move next fires on, in one transaction.
 
         A run whose (job, scheduled instant) already exists is left out silently, and
         so is a run whose job's advance no longer matched; the runs actually created
-        are returned, with their first attempts.
+        are returned, with their first attempts. Give-ups of jobs whose advance
+        matched end their runs first.
         """
 
     @abstractmethod
@@ -266,6 +352,25 @@ class Store(ABC):
         `forbid` raises ConflictError naming the active run, `replace` cancels the
         active runs (a running one is asked to stop), `allow` leaves them.
         """
+
+    @abstractmethod
+    async def resolve_dependencies(
+        self, now: datetime, limit: int, planner: Planner
+    ) -> DependencyPass:
+        """Take one pass over the dependency work list, in one transaction.
+
+        Reads up to `limit` entries of the list and the waiting runs whose
+        `give_up_at` passed, builds their `Snapshot`, and applies what `planner`
+        returns: creates demanded and pushed runs, links, releases and ends waiting
+        runs, and takes the entries it read off the list.
+        """
+
+    @abstractmethod
+    async def upstream_links(
+        self, run_ids: Sequence[int]
+    ) -> dict[int, list[UpstreamLink]]:
+        """Return, for each run, the runs of its dependencies it waits for or was fed
+        by, in its job's `depends_on` order where the job still lists them."""
 
     @abstractmethod
     async def get_run(self, run_id: int) -> Run:

@@ -122,6 +122,8 @@ def run_values(new_run: NewRun, now: datetime) -> dict[str, Any]:
         "next_attempt_at": None,
         "finished_at": now if ended else None,
         "cancel_requested_at": None,
+        "needed_by_run_id": new_run.needed_by_run_id,
+        "give_up_at": new_run.give_up_at if new_run.state is RunState.WAITING else None,
     }
 
 
@@ -140,6 +142,7 @@ def run_from_row(row: AnyRow, run_attempts: Sequence[Attempt]) -> Run:
         next_attempt_at=row.next_attempt_at,
         finished_at=row.finished_at,
         attempts=tuple(run_attempts),
+        needed_by_run_id=row.needed_by_run_id,
     )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -89,6 +90,9 @@ jobs = Table(
     Column("next_fire_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Successes of the job's dependencies that finished at or before this instant
+    # have fed it (socmeth.dependencies); set when it is created or gains one.
+    Column("deps_consumed_at", UtcDateTime, nullable=True),
     UniqueConstraint("name"),
     Index(None, "next_fire_at"),
     sqlite_autoincrement=True,
@@ -125,17 +129,29 @@ runs = Table(
     Column("next_attempt_at", UtcDateTime, nullable=True),
     Column("finished_at", UtcDateTime, nullable=True),
     Column("cancel_requested_at", UtcDateTime, nullable=True),
+    # A dependency run: the run whose demand made it. No foreign key: either run
+    # may be pruned first.
+    Column("needed_by_run_id", _id_type(), nullable=True),
+    # A waiting run: when its dependency_timeout ends the wait.
+    Column("give_up_at", UtcDateTime, nullable=True),
     # The fire key. NULLs are distinct in a unique constraint on both dialects, so
     # runs without a scheduled instant (manual, dependency) never collide.
     UniqueConstraint("job_id", "scheduled_at"),
     # A job's runs newest first; a job's previous ended run.
     Index(None, "job_id", "id"),
-    # Active runs of given jobs, counts by state.
-    Index(None, "state", "job_id"),
+    # Active runs of given jobs; a job's latest success (by finish).
+    Index(None, "job_id", "state", "finished_at"),
     # Due retries and the earliest pending one, in due order.
     Index(None, "state", "next_attempt_at"),
     # Pruning, oldest first.
     Index(None, "finished_at"),
+    # Waits that time out, earliest first; only waiting runs have the column set.
+    Index(
+        None,
+        "give_up_at",
+        sqlite_where=text("give_up_at IS NOT NULL"),
+        postgresql_where=text("give_up_at IS NOT NULL"),
+    ),
     sqlite_autoincrement=True,
 )
 
@@ -172,4 +188,53 @@ attempt_outputs = Table(
     ),
     Column("text", Text, nullable=False),
     Column("truncated", Boolean, nullable=False),
+)
+
+# The dependency graph by id: (job, a job it depends on). The names are in the
+# job's definition; this table answers "who depends on X" by an index lookup.
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column(
+        "job_id",
+        _id_type(),
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "depends_on_id",
+        _id_type(),
+        ForeignKey("jobs.id"),
+        primary_key=True,
+    ),
+    Index(None, "depends_on_id"),
+)
+
+# What a run of a job with dependencies waits for, or was fed by: one row per
+# dependency, naming the run of that dependency.
+run_waits = Table(
+    "run_waits",
+    metadata,
+    Column(
+        "run_id",
+        _id_type(),
+        ForeignKey("runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("job_id", _id_type(), primary_key=True),
+    Column("upstream_run_id", _id_type(), nullable=False),
+    Index(None, "upstream_run_id"),
+)
+
+# The dependency work list: runs the leader must look at (a waiting run to resolve,
+# an ended run others depend on), written in the transaction that made the work.
+dependency_work = Table(
+    "dependency_work",
+    metadata,
+    Column(
+        "run_id",
+        _id_type(),
+        ForeignKey("runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
 )

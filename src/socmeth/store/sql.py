@@ -23,6 +23,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ from sqlalchemy import (
     insert,
     literal,
     make_url,
+    or_,
     select,
     text,
     update,
@@ -48,7 +50,22 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from socmeth.errors import ConfigError, ConflictError, NotFoundError, StoreError
+from socmeth.dependencies import (
+    JobView,
+    Plan,
+    RunView,
+    Snapshot,
+    WaitingRun,
+    find_cycle,
+    format_cycle,
+)
+from socmeth.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    ValidationError,
+)
 from socmeth.models import (
     ACTIVE_RUN_STATES,
     FINAL_RUN_STATES,
@@ -59,16 +76,23 @@ from socmeth.models import (
     JobDefinition,
     Run,
     RunState,
+    Trigger,
+    UpstreamLink,
 )
 from socmeth.store.base import (
     AttemptFinish,
     ClaimBatch,
     ClaimedAttempt,
+    DependencyGraph,
+    DependencyPass,
     FireAdvance,
+    GiveUp,
+    GraphJob,
     JobCounts,
     JobFilter,
     NewRun,
     Page,
+    Planner,
     QueuedAttempt,
     RunCounts,
     RunFilter,
@@ -79,7 +103,9 @@ from socmeth.store.codec import (
     AnyRow,
     attempt_from_row,
     decode_cursor,
+    decode_definition,
     encode_cursor,
+    encode_definition,
     first_attempt_values,
     job_from_row,
     job_values,
@@ -91,8 +117,11 @@ from socmeth.store.schema import (
     UtcDateTime,
     attempt_outputs,
     attempts,
+    dependency_work,
+    job_dependencies,
     job_tags,
     jobs,
+    run_waits,
     runs,
 )
 
@@ -117,12 +146,19 @@ WRITE_OPTION = "socmeth_write"
 # Keeps every IN (...) list far below the bound-parameter limits of SQLite (32766)
 # and asyncpg (32767), however large a batch the caller hands over.
 _CHUNK = 5000
-# Advisory lock that claims take on PostgreSQL; any constant all nodes share works.
+# Advisory locks taken on PostgreSQL; any constants all nodes share work. Claims
+# take one so that capacity holds; changes of the dependency graph take the other so
+# that two concurrent updates cannot close a cycle between them.
 _PG_CLAIM_LOCK = 0x736F636D6574_01
+_PG_GRAPH_LOCK = 0x736F636D6574_02
+# Names of dependents a refused delete lists before "and N more".
+_NAMED_DEPENDENTS = 10
 
 _ATTEMPT_QUEUED = AttemptState.QUEUED.value
 _ATTEMPT_RUNNING = AttemptState.RUNNING.value
 _RUN_QUEUED = RunState.QUEUED.value
+_RUN_WAITING = RunState.WAITING.value
+_RUN_SUCCEEDED = RunState.SUCCEEDED.value
 _FINAL_RUN_VALUES = sorted(state.value for state in FINAL_RUN_STATES)
 _ACTIVE_RUN_VALUES = sorted(state.value for state in ACTIVE_RUN_STATES)
 
@@ -197,7 +233,7 @@ def due_jobs_statement(now: datetime, limit: int) -> Select[*tuple[Any, ...]]:
 
 
 def next_due_statement() -> Select[*tuple[Any, ...]]:
-    """Build the query of the earliest next fire and the earliest pending retry.
+    """Build the query of the earliest next fire, pending retry and wait's end.
 
     Each is the first entry of an index, read with ORDER BY ... LIMIT 1.
     """
@@ -215,7 +251,18 @@ def next_due_statement() -> Select[*tuple[Any, ...]]:
         .limit(1)
         .scalar_subquery()
     )
-    return select(next_fire.label("next_fire_at"), next_retry.label("next_retry_at"))
+    give_up = (
+        select(runs.c.give_up_at)
+        .where(runs.c.give_up_at.is_not(None))
+        .order_by(runs.c.give_up_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(
+        next_fire.label("next_fire_at"),
+        next_retry.label("next_retry_at"),
+        give_up.label("give_up_at"),
+    )
 
 
 def due_retries_statement(now: datetime, limit: int) -> Select[*tuple[Any, ...]]:
@@ -235,11 +282,19 @@ def prunable_runs_statement(
 
     Relies on `finished_at` being set exactly when a run ends (created in a final
     state, settled by its last attempt, cancelled) and unset while the run may still
-    execute, so no test of the state is needed and the index alone answers.
+    execute, so no test of the state is needed and the index alone answers. A success
+    that a waiting run is linked to is kept until that run stops waiting.
     """
+    waiter = runs.alias("waiter")
+    linked_by_waiting = (
+        select(run_waits.c.run_id)
+        .join(waiter, waiter.c.id == run_waits.c.run_id)
+        .where(run_waits.c.upstream_run_id == runs.c.id, waiter.c.state == _RUN_WAITING)
+        .exists()
+    )
     return (
         select(runs.c.id)
-        .where(runs.c.finished_at < finished_before)
+        .where(runs.c.finished_at < finished_before, ~linked_by_waiting)
         .order_by(runs.c.finished_at)
         .limit(limit)
     )
@@ -274,12 +329,6 @@ class SqlStore(Store):
                 async with self._write_engine.begin() as conn:
                     yield conn
 
-    def _insert(self, table: Any) -> sqlite.Insert | postgresql.Insert:
-        # ON CONFLICT is spelled alike but built by each dialect's own insert().
-        if self._dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
-
     # Lifecycle
 
     async def close(self) -> None:
@@ -297,16 +346,24 @@ class SqlStore(Store):
     ) -> Job:
         values = job_values(definition, next_fire_at)
         async with self._writing() as conn:
+            await self._serialize_graph_changes(conn)
+            dependency_ids = await _dependency_ids(conn, definition.depends_on)
             try:
                 result = await conn.execute(
                     insert(jobs)
-                    .values(**values, created_at=now, updated_at=now)
+                    .values(
+                        **values,
+                        created_at=now,
+                        updated_at=now,
+                        deps_consumed_at=now,
+                    )
                     .returning(jobs.c.id)
                 )
             except IntegrityError as exc:
                 raise _name_taken(definition.name) from exc
             job_id = int(result.scalar_one())
             await _replace_tags(conn, job_id, definition.tags)
+            await _replace_dependencies(conn, job_id, dependency_ids)
             return await _fetch_job(conn, job_id)
 
     async def update_job(
@@ -318,28 +375,44 @@ class SqlStore(Store):
     ) -> Job:
         values = job_values(definition, next_fire_at)
         async with self._writing() as conn:
+            await self._serialize_graph_changes(conn)
+            stored = await _fetch_job(conn, job_id, for_update=True)
+            dependency_ids = await _dependency_ids(conn, definition.depends_on)
+            await _refuse_cycle(conn, job_id, definition, dependency_ids)
+            before = await _dependencies_of(conn, job_id)
+            if set(dependency_ids) - before:
+                # A new dependency's earlier successes were not made for this job.
+                values["deps_consumed_at"] = now
             try:
-                result = await conn.execute(
+                await conn.execute(
                     update(jobs)
                     .where(jobs.c.id == job_id)
                     .values(**values, updated_at=now)
                 )
             except IntegrityError as exc:
                 raise _name_taken(definition.name) from exc
-            if result.rowcount == 0:
-                raise _job_missing(job_id)
             await _replace_tags(conn, job_id, definition.tags)
+            await _replace_dependencies(conn, job_id, dependency_ids)
+            if stored.name != definition.name:
+                await _rename_in_dependents(
+                    conn, job_id, stored.name, definition.name, now
+                )
             return await _fetch_job(conn, job_id)
 
     async def delete_job(self, job_id: int) -> None:
         async with self._writing() as conn:
-            await _fetch_job(conn, job_id)
+            await self._serialize_graph_changes(conn)
+            job = await _fetch_job(conn, job_id, for_update=True)
+            await _refuse_if_depended_on(conn, job)
 
             # Explicit, child tables first: the outcome must not depend on whether
             # the connection enforces the schema's ON DELETE CASCADE.
             run_ids = select(runs.c.id).where(runs.c.job_id == job_id)
             await _delete_runs(conn, run_ids)
             await conn.execute(delete(job_tags).where(job_tags.c.job_id == job_id))
+            await conn.execute(
+                delete(job_dependencies).where(job_dependencies.c.job_id == job_id)
+            )
             await conn.execute(delete(jobs).where(jobs.c.id == job_id))
         logger.debug(
             "job %s deleted with its runs",
@@ -386,6 +459,29 @@ class SqlStore(Store):
             rows = (await conn.execute(due_jobs_statement(now, limit))).all()
         return [job_from_row(row) for row in rows]
 
+    async def dependency_graph(self, job_id: int, limit: int) -> DependencyGraph:
+        async with self._reading() as conn:
+            await _fetch_job(conn, job_id)
+            order, edges, truncated = await _graph_around(conn, job_id, limit)
+            rows = {job.id: job for job in (await _jobs_by_id(conn, order)).values()}
+            latest = await _latest_runs(conn, order)
+        return DependencyGraph(
+            job_id=job_id,
+            jobs=[
+                GraphJob(
+                    id=rows[i].id,
+                    name=rows[i].name,
+                    enabled=rows[i].definition.enabled,
+                    schedule=rows[i].definition.schedule,
+                    latest_run=latest.get(i),
+                )
+                for i in order
+                if i in rows
+            ],
+            edges=sorted(edges),
+            truncated=truncated,
+        )
+
     async def next_due_at(self) -> datetime | None:
         async with self._reading() as conn:
             row = (await conn.execute(next_due_statement())).one()
@@ -395,7 +491,11 @@ class SqlStore(Store):
     # Runs
 
     async def record_fires(
-        self, advances: Sequence[FireAdvance], runs: Sequence[NewRun], now: datetime
+        self,
+        advances: Sequence[FireAdvance],
+        runs: Sequence[NewRun],
+        now: datetime,
+        give_ups: Sequence[GiveUp] = (),
     ) -> list[Run]:
         if not advances and not runs:
             return []
@@ -404,11 +504,19 @@ class SqlStore(Store):
             job_ids = {a.job_id for a in advances} | {r.job_id for r in runs}
             current = await _next_fires(conn, job_ids)
             held_back = await _advance_fires(conn, advances, current)
-            wanted = [
-                r for r in runs if r.job_id in current and r.job_id not in held_back
-            ]
-            created = await self._insert_runs(conn, wanted, now)
-            recorded = await _load_runs(conn, created)
+            applies = {job_id for job_id in current if job_id not in held_back}
+            given_up = await _end_waiting(
+                conn,
+                [
+                    (g.run_id, RunState.SKIPPED, g.reason)
+                    for g in give_ups
+                    if g.job_id in applies
+                ],
+                now,
+            )
+            wanted = [r for r in runs if r.job_id in applies]
+            created = await _insert_runs(conn, wanted, now)
+            recorded = await _load_runs(conn, [*given_up, *created])
 
         logger.debug(
             "recorded %s runs for %s fires, %s jobs held back",
@@ -418,33 +526,6 @@ class SqlStore(Store):
             extra={"event": "store.fires_recorded"},
         )
         return recorded
-
-    async def _insert_runs(
-        self, conn: AsyncConnection, new_runs: Sequence[NewRun], now: datetime
-    ) -> list[int]:
-        """Insert runs, leaving out fires that already have one; return new ids.
-
-        One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING for the runs, one
-        executemany for the first attempts of those created queued.
-        """
-        if not new_runs:
-            return []
-
-        statement = (
-            self._insert(runs)
-            .on_conflict_do_nothing(index_elements=[runs.c.job_id, runs.c.scheduled_at])
-            .returning(runs.c.id, runs.c.state)
-        )
-        result = await conn.execute(statement, [run_values(r, now) for r in new_runs])
-        created = result.all()
-
-        queued = [row.id for row in created if row.state == RunState.QUEUED]
-        if queued:
-            await conn.execute(
-                insert(attempts),
-                [first_attempt_values(run_id, now) for run_id in queued],
-            )
-        return sorted(int(row.id) for row in created)
 
     async def create_run(
         self,
@@ -457,7 +538,7 @@ class SqlStore(Store):
             job = await _fetch_job(conn, new_run.job_id, for_update=True)
             if concurrency is not Concurrency.ALLOW:
                 await _make_room(conn, job, concurrency, now)
-            created = await self._insert_runs(conn, [new_run], now)
+            created = await _insert_runs(conn, [new_run], now)
             if not created:
                 raise ConflictError(
                     f"job {new_run.job_id} already has a run for the fire at "
@@ -466,6 +547,89 @@ class SqlStore(Store):
                 )
             (run,) = await _load_runs(conn, created)
         return run
+
+    async def resolve_dependencies(
+        self, now: datetime, limit: int, planner: Planner
+    ) -> DependencyPass:
+        if not await self._dependency_work_due(now):
+            return DependencyPass()
+
+        async with self._writing() as conn:
+            work_ids = list(
+                (
+                    await conn.execute(
+                        select(dependency_work.c.run_id)
+                        .order_by(dependency_work.c.run_id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            timed_out = list(
+                (
+                    await conn.execute(
+                        select(runs.c.id)
+                        .where(runs.c.give_up_at <= now)
+                        .order_by(runs.c.give_up_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if not work_ids and not timed_out:
+                return DependencyPass()
+            snapshot = await _dependency_snapshot(conn, work_ids, timed_out)
+            outcome = await _apply_plan(conn, planner(snapshot, now), now)
+            for chunk in _chunks(work_ids):
+                await conn.execute(
+                    delete(dependency_work).where(dependency_work.c.run_id.in_(chunk))
+                )
+
+        logger.debug(
+            "dependency pass: %s entries, %s queued, %s ended, %s waiting",
+            len(work_ids) + len(timed_out),
+            len(outcome.queued),
+            len(outcome.ended),
+            len(outcome.waiting),
+            extra={"event": "store.dependencies_resolved"},
+        )
+        return outcome
+
+    async def _dependency_work_due(self, now: datetime) -> bool:
+        """Tell, without taking the write lock, whether a pass has anything to do."""
+        work = select(dependency_work.c.run_id).limit(1).exists()
+        timed_out = select(runs.c.id).where(runs.c.give_up_at <= now).limit(1).exists()
+        async with self._reading() as conn:
+            return bool((await conn.execute(select(or_(work, timed_out)))).scalar())
+
+    async def upstream_links(
+        self, run_ids: Sequence[int]
+    ) -> dict[int, list[UpstreamLink]]:
+        found: dict[int, list[UpstreamLink]] = {run_id: [] for run_id in run_ids}
+        upstream = runs.alias("upstream")
+        async with self._reading() as conn:
+            for chunk in _chunks(found):
+                query = (
+                    select(
+                        run_waits.c.run_id,
+                        run_waits.c.job_id,
+                        jobs.c.name,
+                        upstream.c.id.label("upstream_id"),
+                        upstream.c.state,
+                    )
+                    .join(jobs, jobs.c.id == run_waits.c.job_id)
+                    .join(upstream, upstream.c.id == run_waits.c.upstream_run_id)
+                    .where(run_waits.c.run_id.in_(chunk))
+                    .order_by(run_waits.c.run_id, jobs.c.name)
+                )
+                for row in await conn.execute(query):
+                    found[row.run_id].append(
+                        UpstreamLink(
+                            job_id=row.job_id,
+                            job_name=row.name,
+                            run_id=row.upstream_id,
+                            state=RunState(row.state),
+                        )
+                    )
+        return found
 
     async def get_run(self, run_id: int) -> Run:
         async with self._reading() as conn:
@@ -612,6 +776,17 @@ class SqlStore(Store):
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CLAIM_LOCK}
             )
 
+    async def _serialize_graph_changes(self, conn: AsyncConnection) -> None:
+        """Make changes of the dependency graph take turns, so no cycle slips in.
+
+        Two concurrent updates (a to depend on b, b on a) would each find the graph
+        acyclic. SQLite's write transactions take turns already.
+        """
+        if self._dialect == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_GRAPH_LOCK}
+            )
+
     async def finish_attempts(
         self, finishes: Sequence[AttemptFinish], now: datetime
     ) -> list[Run | None]:
@@ -633,7 +808,8 @@ class SqlStore(Store):
                     if f.output is not None and (f.output or f.output_truncated)
                 ],
             )
-            await _settle_runs(conn, accepted, running, now)
+            ended = await _settle_runs(conn, accepted, running, now)
+            await _queue_ended_work(conn, ended)
             run_ids = {running[f.attempt_id].run_id for f in accepted}
             settled = {run.id: run for run in await _load_runs(conn, run_ids)}
 
@@ -649,7 +825,7 @@ class SqlStore(Store):
         if not outputs:
             return
 
-        statement = self._insert(attempt_outputs)
+        statement = _dialect_insert(conn, attempt_outputs)
         statement = statement.on_conflict_do_update(
             index_elements=[attempt_outputs.c.attempt_id],
             set_={
@@ -779,6 +955,15 @@ class SqlStore(Store):
 # Errors and small values
 
 
+def _dialect_insert(
+    conn: AsyncConnection, table: Any
+) -> sqlite.Insert | postgresql.Insert:
+    # ON CONFLICT is spelled alike but built by each dialect's own insert().
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
     """Turn a database failure into StoreError, naming the driver's error only.
@@ -883,6 +1068,39 @@ async def _make_room(
     for run_id, _ in active:
         cancel = _request_cancel if run_id in running else _cancel_now
         await cancel(conn, run_id, "replaced by a newer run", now)
+
+
+async def _insert_runs(
+    conn: AsyncConnection, new_runs: Sequence[NewRun], now: datetime
+) -> list[int]:
+    """Insert runs, leaving out fires that already have one; return new ids.
+
+    One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING for the runs, one
+    executemany for the first attempts of those created queued.
+    """
+    if not new_runs:
+        return []
+
+    statement = (
+        _dialect_insert(conn, runs)
+        .on_conflict_do_nothing(index_elements=[runs.c.job_id, runs.c.scheduled_at])
+        .returning(runs.c.id, runs.c.state)
+    )
+    result = await conn.execute(statement, [run_values(r, now) for r in new_runs])
+    created = result.all()
+
+    queued = [row.id for row in created if row.state == RunState.QUEUED]
+    if queued:
+        await conn.execute(
+            insert(attempts),
+            [first_attempt_values(run_id, now) for run_id in queued],
+        )
+    waiting = [row.id for row in created if row.state == _RUN_WAITING]
+    if waiting:
+        await conn.execute(
+            insert(dependency_work), [{"run_id": run_id} for run_id in waiting]
+        )
+    return sorted(int(row.id) for row in created)
 
 
 async def _jobs_by_id(conn: AsyncConnection, job_ids: Iterable[int]) -> dict[int, Job]:
@@ -1021,6 +1239,19 @@ async def _delete_runs(
         delete(attempt_outputs).where(attempt_outputs.c.attempt_id.in_(attempt_ids))
     )
     await conn.execute(delete(attempts).where(attempts.c.run_id.in_(run_ids)))
+    await conn.execute(
+        delete(dependency_work).where(dependency_work.c.run_id.in_(run_ids))
+    )
+    # Links to a deleted run are dropped too: pruning keeps the runs that a waiting
+    # run is linked to, so only the history of runs that ended loses them.
+    await conn.execute(
+        delete(run_waits).where(
+            or_(
+                run_waits.c.run_id.in_(run_ids),
+                run_waits.c.upstream_run_id.in_(run_ids),
+            )
+        )
+    )
     await conn.execute(delete(runs).where(runs.c.id.in_(run_ids)))
 
 
@@ -1055,9 +1286,11 @@ async def _cancel_now(
             state=RunState.CANCELLED.value,
             reason=reason,
             next_attempt_at=None,
+            give_up_at=None,
             finished_at=now,
         )
     )
+    await _queue_ended_work(conn, [run_id])
 
 
 # Attempts
@@ -1242,9 +1475,10 @@ async def _settle_runs(
     accepted: Sequence[AttemptFinish],
     running: dict[int, AnyRow],
     now: datetime,
-) -> None:
+) -> list[int]:
+    """Settle the runs of ended attempts; return the ids of those that ended."""
     if not accepted:
-        return
+        return []
 
     statement = (
         update(runs)
@@ -1258,6 +1492,7 @@ async def _settle_runs(
     )
     settlements = [_settlement(f, running[f.attempt_id], now) for f in accepted]
     await conn.execute(statement, settlements)
+    return [row["b_id"] for row in settlements if row["b_finished_at"] is not None]
 
 
 def _settlement(finish: AttemptFinish, row: AnyRow, now: datetime) -> dict[str, Any]:
@@ -1290,3 +1525,482 @@ def _settlement(finish: AttemptFinish, row: AnyRow, now: datetime) -> dict[str, 
         "b_next_attempt_at": None,
         "b_finished_at": now,
     }
+
+
+# Dependencies: the graph
+
+
+async def _dependency_ids(conn: AsyncConnection, names: Sequence[str]) -> list[int]:
+    """Return the ids of the jobs a `depends_on` names, in its order.
+
+    Refuses names of no stored job, naming them all.
+    """
+    if not names:
+        return []
+    found: dict[str, int] = {}
+    for chunk in _chunks(names):
+        query = select(jobs.c.id, jobs.c.name).where(jobs.c.name.in_(chunk))
+        found.update({row.name: row.id for row in await conn.execute(query)})
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        listed = ", ".join(unknown)
+        raise ValidationError.single(
+            "depends_on",
+            f"no job is named {listed}: create {'it' if len(unknown) == 1 else 'them'}"
+            " first, or correct the name",
+        )
+    return [found[name] for name in names]
+
+
+async def _dependencies_of(conn: AsyncConnection, job_id: int) -> set[int]:
+    query = select(job_dependencies.c.depends_on_id).where(
+        job_dependencies.c.job_id == job_id
+    )
+    return set((await conn.execute(query)).scalars())
+
+
+async def _replace_dependencies(
+    conn: AsyncConnection, job_id: int, dependency_ids: Sequence[int]
+) -> None:
+    await conn.execute(
+        delete(job_dependencies).where(job_dependencies.c.job_id == job_id)
+    )
+    rows = [
+        {"job_id": job_id, "depends_on_id": i} for i in dict.fromkeys(dependency_ids)
+    ]
+    if rows:
+        await conn.execute(insert(job_dependencies), rows)
+
+
+async def _refuse_cycle(
+    conn: AsyncConnection,
+    job_id: int,
+    definition: JobDefinition,
+    dependency_ids: Sequence[int],
+) -> None:
+    """Refuse dependencies that would lead back to the job, naming the cycle."""
+    if job_id in dependency_ids:
+        raise ValidationError.single(
+            "depends_on",
+            f"job {definition.name} cannot depend on itself "
+            f"({definition.name} -> {definition.name})",
+        )
+    upstream = await _upstream_closure(conn, dependency_ids)
+    cycle = find_cycle(upstream, job_id, dependency_ids)
+    if cycle is None:
+        return
+    names = {job.id: job.name for job in (await _jobs_by_id(conn, cycle)).values()}
+    names[job_id] = definition.name
+    raise ValidationError.single(
+        "depends_on",
+        "these dependencies would make a cycle, "
+        f"{format_cycle([names[i] for i in cycle])}: a job cannot run after itself",
+    )
+
+
+async def _upstream_closure(
+    conn: AsyncConnection, start: Iterable[int]
+) -> dict[int, list[int]]:
+    """Map every job reachable along dependencies from `start` to its dependencies."""
+    graph: dict[int, list[int]] = {}
+    frontier = list(dict.fromkeys(start))
+    while frontier:
+        for job_id in frontier:
+            graph.setdefault(job_id, [])
+        found: list[int] = []
+        for chunk in _chunks(frontier):
+            query = select(
+                job_dependencies.c.job_id, job_dependencies.c.depends_on_id
+            ).where(job_dependencies.c.job_id.in_(chunk))
+            for row in await conn.execute(query):
+                graph[row.job_id].append(row.depends_on_id)
+                found.append(row.depends_on_id)
+        frontier = [i for i in dict.fromkeys(found) if i not in graph]
+    return graph
+
+
+async def _rename_in_dependents(
+    conn: AsyncConnection, job_id: int, old: str, new: str, now: datetime
+) -> None:
+    """Write a job's new name into the `depends_on` of the jobs that depend on it."""
+    query = (
+        select(jobs.c.id, jobs.c.definition)
+        .join(job_dependencies, job_dependencies.c.job_id == jobs.c.id)
+        .where(job_dependencies.c.depends_on_id == job_id)
+    )
+    changes = []
+    for row in await conn.execute(query):
+        definition = decode_definition(row.definition)
+        renamed = tuple(new if name == old else name for name in definition.depends_on)
+        changes.append(
+            {
+                "b_id": row.id,
+                "b_definition": encode_definition(
+                    replace(definition, depends_on=renamed)
+                ),
+            }
+        )
+    if changes:
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(definition=bindparam("b_definition"), updated_at=now),
+            changes,
+        )
+
+
+async def _refuse_if_depended_on(conn: AsyncConnection, job: Job) -> None:
+    query = (
+        select(jobs.c.name)
+        .join(job_dependencies, job_dependencies.c.job_id == jobs.c.id)
+        .where(job_dependencies.c.depends_on_id == job.id)
+        .order_by(jobs.c.name)
+    )
+    names = list((await conn.execute(query.limit(_NAMED_DEPENDENTS + 1))).scalars())
+    if not names:
+        return
+    listed = ", ".join(names[:_NAMED_DEPENDENTS])
+    if len(names) > _NAMED_DEPENDENTS:
+        count = (
+            await conn.execute(
+                select(func.count())
+                .select_from(job_dependencies)
+                .where(job_dependencies.c.depends_on_id == job.id)
+            )
+        ).scalar_one()
+        listed += f" and {count - _NAMED_DEPENDENTS} more"
+    one = len(names) == 1
+    raise ConflictError(
+        f"job {job.name} cannot be deleted: {listed} "
+        f"{'depends' if one else 'depend'} on it; remove it from "
+        f"{'its' if one else 'their'} depends_on first",
+        field="depends_on",
+    )
+
+
+async def _graph_around(
+    conn: AsyncConnection, job_id: int, limit: int
+) -> tuple[list[int], set[tuple[int, int]], bool]:
+    """Walk upstream, then downstream, from a job, keeping at most `limit` jobs.
+
+    Returns the job ids in the order found, the edges (dependency, dependent) among
+    them, and whether the walk was cut.
+    """
+    order = [job_id]
+    seen = {job_id}
+    edges: set[tuple[int, int]] = set()
+    truncated = False
+    walks = (
+        (job_dependencies.c.job_id, job_dependencies.c.depends_on_id, False),
+        (job_dependencies.c.depends_on_id, job_dependencies.c.job_id, True),
+    )
+    for near, far, downstream in walks:
+        frontier = [job_id]
+        while frontier:
+            found: list[int] = []
+            for chunk in _chunks(frontier):
+                query = select(near, far).where(near.in_(chunk)).order_by(near, far)
+                for here, there in (await conn.execute(query)).tuples():
+                    if there not in seen:
+                        if len(order) >= limit:
+                            truncated = True
+                            continue
+                        seen.add(there)
+                        order.append(there)
+                        found.append(there)
+                    edges.add((here, there) if downstream else (there, here))
+            frontier = found
+    return order, edges, truncated
+
+
+async def _latest_runs(conn: AsyncConnection, job_ids: Sequence[int]) -> dict[int, Run]:
+    """Return each job's newest run, by the (job, id) index."""
+    newest = (
+        select(runs.c.id)
+        .where(runs.c.job_id == jobs.c.id)
+        .order_by(runs.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    run_ids: list[int] = []
+    for chunk in _chunks(job_ids):
+        query = select(newest).where(jobs.c.id.in_(chunk))
+        run_ids += [i for i in (await conn.execute(query)).scalars() if i is not None]
+    return {run.job_id: run for run in await _load_runs(conn, run_ids)}
+
+
+# Dependencies: the work list and its passes
+
+
+async def _queue_ended_work(conn: AsyncConnection, run_ids: Sequence[int]) -> None:
+    """Put ended runs on the dependency work list, if anything may depend on them:
+    a job lists their job in `depends_on`, or a run is linked to them."""
+    if not run_ids:
+        return
+    depended_on = (
+        select(job_dependencies.c.job_id)
+        .where(job_dependencies.c.depends_on_id == runs.c.job_id)
+        .exists()
+    )
+    linked = (
+        select(run_waits.c.run_id)
+        .where(run_waits.c.upstream_run_id == runs.c.id)
+        .exists()
+    )
+    for chunk in _chunks(run_ids):
+        ended = select(runs.c.id).where(
+            runs.c.id.in_(chunk),
+            runs.c.finished_at.is_not(None),
+            or_(depended_on, linked),
+        )
+        await conn.execute(
+            _dialect_insert(conn, dependency_work)
+            .from_select(["run_id"], ended)
+            .on_conflict_do_nothing()
+        )
+
+
+async def _end_waiting(
+    conn: AsyncConnection,
+    ends: Sequence[tuple[int, RunState, str]],
+    now: datetime,
+) -> list[int]:
+    """End the runs (id, final state, reason) that still wait; return their ids."""
+    ended: list[int] = []
+    for run_id, state, reason in ends:
+        result = await conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id, runs.c.state == _RUN_WAITING)
+            .values(state=state.value, reason=reason, finished_at=now, give_up_at=None)
+            .returning(runs.c.id)
+        )
+        ended += result.scalars()
+    await _queue_ended_work(conn, ended)
+    return ended
+
+
+async def _dependency_snapshot(
+    conn: AsyncConnection, work_ids: Sequence[int], timed_out: Sequence[int]
+) -> Snapshot:
+    """Read what a pass decides on: see `socmeth.dependencies.Snapshot`."""
+    work = await _run_views(conn, work_ids)
+    ended = [run.id for run in work.values() if not run.state.is_active]
+    waiting_ids = {run.id for run in work.values() if run.state is RunState.WAITING}
+    waiting_ids |= set(timed_out)
+    for chunk in _chunks(ended):
+        query = (
+            select(run_waits.c.run_id)
+            .join(runs, runs.c.id == run_waits.c.run_id)
+            .where(run_waits.c.upstream_run_id.in_(chunk), runs.c.state == _RUN_WAITING)
+        )
+        waiting_ids.update((await conn.execute(query)).scalars())
+
+    waiting_rows: list[AnyRow] = []
+    for chunk in _chunks(sorted(waiting_ids)):
+        query = (
+            select(runs)
+            .where(runs.c.id.in_(chunk), runs.c.state == _RUN_WAITING)
+            .order_by(runs.c.id)
+        )
+        waiting_rows += (await conn.execute(query)).all()
+    links: defaultdict[int, dict[int, int]] = defaultdict(dict)
+    for chunk in _chunks([row.id for row in waiting_rows]):
+        query = select(run_waits).where(run_waits.c.run_id.in_(chunk))
+        for row in await conn.execute(query):
+            links[row.run_id][row.job_id] = row.upstream_run_id
+    upstream = await _run_views(
+        conn, {i for by_job in links.values() for i in by_job.values()}
+    )
+
+    successes = [run for run in work.values() if run.state is RunState.SUCCEEDED]
+    downstream: defaultdict[int, list[int]] = defaultdict(list)
+    for chunk in _chunks({run.job_id for run in successes}):
+        query = (
+            select(job_dependencies.c.depends_on_id, job_dependencies.c.job_id)
+            .where(job_dependencies.c.depends_on_id.in_(chunk))
+            .order_by(job_dependencies.c.job_id)
+        )
+        for dep_id, job_id in (await conn.execute(query)).tuples():
+            downstream[dep_id].append(job_id)
+
+    deciding = {row.job_id for row in waiting_rows}
+    deciding.update(i for ids in downstream.values() for i in ids)
+    job_views = await _job_views(conn, deciding)
+    return Snapshot(
+        jobs=job_views,
+        waiting=[
+            WaitingRun(
+                run=RunView(row.id, row.job_id, RunState(row.state)),
+                created_at=row.created_at,
+                links={
+                    job_id: upstream.get(upstream_id)
+                    for job_id, upstream_id in links[row.id].items()
+                },
+                give_up_at=row.give_up_at,
+            )
+            for row in waiting_rows
+        ],
+        successes=successes,
+        downstream=dict(downstream),
+    )
+
+
+async def _run_views(
+    conn: AsyncConnection, run_ids: Iterable[int]
+) -> dict[int, RunView]:
+    found: dict[int, RunView] = {}
+    for chunk in _chunks(sorted(set(run_ids))):
+        query = select(
+            runs.c.id, runs.c.job_id, runs.c.state, runs.c.finished_at, runs.c.reason
+        ).where(runs.c.id.in_(chunk))
+        for row in await conn.execute(query):
+            found[row.id] = RunView(
+                row.id, row.job_id, RunState(row.state), row.finished_at, row.reason
+            )
+    return found
+
+
+async def _job_views(
+    conn: AsyncConnection, deciding: Iterable[int]
+) -> dict[int, JobView]:
+    """Return the jobs that decide and their dependencies, locking their rows.
+
+    Locked (on PostgreSQL) before their active runs are read, so that a manual run
+    created meanwhile cannot make a demanded run a second active one.
+    """
+    dependencies: defaultdict[int, set[int]] = defaultdict(set)
+    for chunk in _chunks(deciding):
+        query = select(
+            job_dependencies.c.job_id, job_dependencies.c.depends_on_id
+        ).where(job_dependencies.c.job_id.in_(chunk))
+        for job_id, dep_id in (await conn.execute(query)).tuples():
+            dependencies[job_id].add(dep_id)
+    wanted = sorted(set(deciding) | {i for ids in dependencies.values() for i in ids})
+
+    latest_success = (
+        select(runs.c.id)
+        .where(runs.c.job_id == jobs.c.id, runs.c.state == _RUN_SUCCEEDED)
+        .order_by(runs.c.finished_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows: dict[int, AnyRow] = {}
+    for chunk in _chunks(wanted):
+        query = (
+            select(jobs, latest_success.label("latest_success_id"))
+            .where(jobs.c.id.in_(chunk))
+            .order_by(jobs.c.id)
+            .with_for_update(of=jobs)
+        )
+        rows.update({row.id: row for row in await conn.execute(query)})
+    successes = await _run_views(
+        conn, [row.latest_success_id for row in rows.values() if row.latest_success_id]
+    )
+    active: defaultdict[int, list[int]] = defaultdict(list)
+    for chunk in _chunks(list(rows)):
+        query = (
+            select(runs.c.id, runs.c.job_id)
+            .where(runs.c.job_id.in_(chunk), runs.c.state.in_(_ACTIVE_RUN_VALUES))
+            .order_by(runs.c.id)
+        )
+        for run_id, job_id in (await conn.execute(query)).tuples():
+            active[job_id].append(run_id)
+
+    id_of = {row.name: row.id for row in rows.values()}
+    views: dict[int, JobView] = {}
+    for row in rows.values():
+        definition = decode_definition(row.definition)
+        listed = [id_of.get(name) for name in definition.depends_on]
+        views[row.id] = JobView(
+            id=row.id,
+            name=row.name,
+            enabled=bool(row.enabled),
+            scheduled=row.schedule is not None,
+            # The edges are the truth; the names give their order.
+            depends_on=tuple(
+                i for i in listed if i is not None and i in dependencies[row.id]
+            ),
+            consumed_at=row.deps_consumed_at or row.created_at,
+            dependency_timeout=definition.dependency_timeout,
+            latest_success=successes.get(row.latest_success_id),
+            active_run_ids=tuple(active[row.id]),
+        )
+    return views
+
+
+async def _apply_plan(
+    conn: AsyncConnection, plan: Plan, now: datetime
+) -> DependencyPass:
+    """Write a pass's plan; runs change only where they are still as read."""
+    run_of: dict[int, int] = {}  # plan key -> stored id
+    for demand in plan.demanded:
+        (run_of[demand.key],) = await _insert_runs(
+            conn,
+            [
+                NewRun(
+                    demand.job_id,
+                    Trigger.DEPENDENCY,
+                    None,
+                    state=RunState.WAITING if demand.waiting else RunState.QUEUED,
+                    needed_by_run_id=demand.needed_by_run_id,
+                    give_up_at=demand.give_up_at,
+                )
+            ],
+            now,
+        )
+    for push in plan.pushed:
+        (run_of[push.key],) = await _insert_runs(
+            conn, [NewRun(push.job_id, Trigger.DEPENDENCY, None)], now
+        )
+
+    if plan.links:
+        statement = _dialect_insert(conn, run_waits)
+        statement = statement.on_conflict_do_update(
+            index_elements=[run_waits.c.run_id, run_waits.c.job_id],
+            set_={"upstream_run_id": statement.excluded.upstream_run_id},
+        )
+        await conn.execute(
+            statement,
+            [
+                {
+                    "run_id": link.run_id,
+                    "job_id": link.job_id,
+                    "upstream_run_id": run_of.get(
+                        link.upstream_run_id, link.upstream_run_id
+                    ),
+                }
+                for link in plan.links
+            ],
+        )
+
+    released: list[int] = []
+    for chunk in _chunks(plan.released):
+        result = await conn.execute(
+            update(runs)
+            .where(runs.c.id.in_(chunk), runs.c.state == _RUN_WAITING)
+            .values(state=_RUN_QUEUED, give_up_at=None)
+            .returning(runs.c.id)
+        )
+        released += result.scalars()
+    if released:
+        await conn.execute(
+            insert(attempts), [first_attempt_values(i, now) for i in released]
+        )
+    ended = await _end_waiting(
+        conn, [(end.run_id, end.state, end.reason) for end in plan.ended], now
+    )
+    if plan.consumed:
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(deps_consumed_at=bindparam("b_at")),
+            [{"b_id": job_id, "b_at": at} for job_id, at in plan.consumed.items()],
+        )
+
+    changed = await _load_runs(conn, [*run_of.values(), *released, *ended])
+    return DependencyPass(
+        worked=True,
+        queued=[run for run in changed if run.state is RunState.QUEUED],
+        ended=[run for run in changed if not run.state.is_active],
+        waiting=[run for run in changed if run.state is RunState.WAITING],
+    )
