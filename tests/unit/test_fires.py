@@ -161,3 +161,61 @@ def test_paused_or_unscheduled_jobs_have_no_next_fire() -> None:
 
     assert next_fire_at(paused, T0, T0) is None
     assert next_fire_at(unscheduled, T0, T0) is None
+
+
+# Jobs with dependencies
+
+
+def waiting_run(run_id: int, created_at: datetime) -> Run:
+    return Run(run_id, 1, "j", Trigger.MANUAL, None, created_at, RunState.WAITING)
+
+
+def test_a_job_with_dependencies_gets_a_waiting_run_with_its_wait_bound() -> None:
+    job = make_job(depends_on=("build",), dependency_timeout=timedelta(minutes=5))
+    plan = plan_job_fires(job, [], at(1), scheduler_started_at=T0)
+
+    (run,) = plan.runs
+    assert (run.state, run.scheduled_at) == (RunState.WAITING, at(1))
+    assert run.give_up_at == at(1) + timedelta(minutes=5)
+
+
+def test_a_job_without_a_dependency_timeout_waits_without_a_bound() -> None:
+    job = make_job(depends_on=("build",))
+    plan = plan_job_fires(job, [], at(1), scheduler_started_at=T0)
+
+    assert plan.runs[0].give_up_at is None
+
+
+def test_the_next_fire_overtakes_a_run_still_waiting_for_dependencies() -> None:
+    job = make_job(depends_on=("build",))
+    waiting = waiting_run(7, at(0.5))
+
+    plan = plan_job_fires(job, [waiting], at(1), scheduler_started_at=T0)
+
+    (give_up,) = plan.give_ups
+    assert give_up.run_id == 7
+    assert "next fire, at 2026-03-02T10:01:00+00:00, came first" in give_up.reason
+    # The waiting run no longer counts as active: the fire is not skipped.
+    assert [r.state for r in plan.runs] == [RunState.WAITING]
+
+
+def test_a_run_created_after_the_fire_that_is_due_keeps_waiting() -> None:
+    job = make_job(depends_on=("build",))
+    waiting = waiting_run(7, at(1) + timedelta(seconds=1))
+
+    plan = plan_job_fires(job, [waiting], at(1.1), scheduler_started_at=T0)
+
+    assert plan.give_ups == []
+    assert plan.runs[0].state is RunState.SKIPPED
+    assert plan.runs[0].reason == "run 7 of the job was still active"
+
+
+def test_a_missed_fire_overtakes_a_waiting_run_too() -> None:
+    job = make_job(depends_on=("build",), misfire=Misfire.SKIP)
+    waiting = waiting_run(7, at(0.5))
+    restart = at(30.5)
+
+    plan = plan_job_fires(job, [waiting], restart, scheduler_started_at=restart)
+
+    assert [g.run_id for g in plan.give_ups] == [7]
+    assert plan.runs == []

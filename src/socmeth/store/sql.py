@@ -1700,7 +1700,7 @@ async def _graph_around(
             found: list[int] = []
             for chunk in _chunks(frontier):
                 query = select(near, far).where(near.in_(chunk)).order_by(near, far)
-                for here, there in (await conn.execute(query)).tuples():
+                for here, there in await conn.execute(query):
                     if there not in seen:
                         if len(order) >= limit:
                             truncated = True
@@ -1820,7 +1820,7 @@ async def _dependency_snapshot(
             .where(job_dependencies.c.depends_on_id.in_(chunk))
             .order_by(job_dependencies.c.job_id)
         )
-        for dep_id, job_id in (await conn.execute(query)).tuples():
+        for dep_id, job_id in await conn.execute(query):
             downstream[dep_id].append(job_id)
 
     deciding = {row.job_id for row in waiting_rows}
@@ -1860,22 +1860,20 @@ async def _run_views(
     return found
 
 
-async def _job_views(
-    conn: AsyncConnection, deciding: Iterable[int]
-) -> dict[int, JobView]:
+async def _job_views(conn: AsyncConnection, deciding: set[int]) -> dict[int, JobView]:
     """Return the jobs that decide and their dependencies, locking their rows.
 
     Locked (on PostgreSQL) before their active runs are read, so that a manual run
     created meanwhile cannot make a demanded run a second active one.
     """
+    # Edges of the deciding jobs, then of their dependencies: whether a demanded
+    # run waits depends on the dependency's own dependencies.
     dependencies: defaultdict[int, set[int]] = defaultdict(set)
-    for chunk in _chunks(deciding):
-        query = select(
-            job_dependencies.c.job_id, job_dependencies.c.depends_on_id
-        ).where(job_dependencies.c.job_id.in_(chunk))
-        for job_id, dep_id in (await conn.execute(query)).tuples():
-            dependencies[job_id].add(dep_id)
-    wanted = sorted(set(deciding) | {i for ids in dependencies.values() for i in ids})
+    deciding = set(deciding)
+    await _add_edges(conn, deciding, dependencies)
+    upstream = {i for ids in dependencies.values() for i in ids} - deciding
+    await _add_edges(conn, upstream, dependencies)
+    wanted = sorted(deciding | upstream)
 
     latest_success = (
         select(runs.c.id)
@@ -1903,22 +1901,25 @@ async def _job_views(
             .where(runs.c.job_id.in_(chunk), runs.c.state.in_(_ACTIVE_RUN_VALUES))
             .order_by(runs.c.id)
         )
-        for run_id, job_id in (await conn.execute(query)).tuples():
+        for run_id, job_id in await conn.execute(query):
             active[job_id].append(run_id)
 
-    id_of = {row.name: row.id for row in rows.values()}
+    names = await _job_names(conn, {i for ids in dependencies.values() for i in ids})
     views: dict[int, JobView] = {}
     for row in rows.values():
         definition = decode_definition(row.definition)
-        listed = [id_of.get(name) for name in definition.depends_on]
+        # The edges are the truth; the names in the definition give their order.
+        listed = {name: index for index, name in enumerate(definition.depends_on)}
         views[row.id] = JobView(
             id=row.id,
             name=row.name,
             enabled=bool(row.enabled),
             scheduled=row.schedule is not None,
-            # The edges are the truth; the names give their order.
             depends_on=tuple(
-                i for i in listed if i is not None and i in dependencies[row.id]
+                sorted(
+                    dependencies[row.id],
+                    key=lambda i: (listed.get(names.get(i, ""), len(listed)), i),
+                )
             ),
             consumed_at=row.deps_consumed_at or row.created_at,
             dependency_timeout=definition.dependency_timeout,
@@ -1926,6 +1927,25 @@ async def _job_views(
             active_run_ids=tuple(active[row.id]),
         )
     return views
+
+
+async def _job_names(conn: AsyncConnection, job_ids: Iterable[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for chunk in _chunks(job_ids):
+        query = select(jobs.c.id, jobs.c.name).where(jobs.c.id.in_(chunk))
+        found.update({row.id: row.name for row in await conn.execute(query)})
+    return found
+
+
+async def _add_edges(
+    conn: AsyncConnection, job_ids: Iterable[int], into: defaultdict[int, set[int]]
+) -> None:
+    for chunk in _chunks(job_ids):
+        query = select(
+            job_dependencies.c.job_id, job_dependencies.c.depends_on_id
+        ).where(job_dependencies.c.job_id.in_(chunk))
+        for job_id, dep_id in await conn.execute(query):
+            into[job_id].add(dep_id)
 
 
 async def _apply_plan(
