@@ -190,11 +190,14 @@ class DemandedRun:
 
 @dataclass(frozen=True)
 class Link:
-    """Record that `run_id` waits for, or is fed by, `upstream_run_id` of `job_id`."""
+    """Record that `run_id` waits for, or is fed by, `upstream_run_id` of `job_id`.
+
+    Either id is a stored one or the key of a run the plan creates.
+    """
 
     run_id: int
     job_id: int
-    upstream_run_id: int  # a stored id, or the key of a demanded run
+    upstream_run_id: int
 
 
 @dataclass(frozen=True)
@@ -395,6 +398,7 @@ class _Planner:
             if len(fresh) == len(job.depends_on):
                 key = self._key()
                 self._plan.pushed.append(PushedRun(key, job.id))
+                self._plan.links.extend(Link(key, run.job_id, run.id) for run in fresh)
                 self._active[job.id].append(key)
                 self._consume(job, fresh)
 

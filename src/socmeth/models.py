@@ -190,5 +190,5 @@ class UpstreamLink:
 
     job_id: int
     job_name: str
-    run_id: int | None  # None: that run was deleted (pruned) since
-    state: RunState | None
+    run_id: int
+    state: RunState

@@ -36,10 +36,16 @@ from socmeth.executors import ExecutionContext, Executors, OutputTail
 from socmeth.executors.base import ExecutionResult
 from socmeth.executors.procs import kill_attempt_processes
 from socmeth.metrics import Metrics
-from socmeth.models import AttemptState, Run, RunState
+from socmeth.models import AttemptState, RunState
 from socmeth.queue.base import Delivery, Queue
 from socmeth.retry import settle_attempt
-from socmeth.store.base import AttemptFinish, AttemptOutcome, ClaimedAttempt, Store
+from socmeth.store.base import (
+    AttemptFinish,
+    AttemptOutcome,
+    ClaimedAttempt,
+    FinishedAttempts,
+    Store,
+)
 from socmeth.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -441,7 +447,7 @@ class WorkerPool:
         delay = 0.5
         while True:
             try:
-                runs = await self._store.finish_attempts(
+                finished = await self._store.finish_attempts(
                     [finish for finish, _ in batch], self._clock.now()
                 )
                 break
@@ -456,25 +462,24 @@ class WorkerPool:
                 )
                 await self._clock.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        self._count_runs(runs)
+        self._count_runs(finished)
         for _, done in batch:
             if not done.done():
                 done.set_result(None)
 
-    def _count_runs(self, runs: list[Run | None]) -> None:
-        """Count ended runs; wake the scheduler for a pending retry or for runs
-        that may depend on one that ended."""
-        changed = False
-        for run in runs:
+    def _count_runs(self, finished: FinishedAttempts) -> None:
+        """Count ended runs; wake the scheduler for a pending retry, or for runs
+        that wait on one that ended."""
+        wake = finished.dependency_work
+        for run in finished.runs:
             if run is None:
                 continue
             state = run.state
             if state is RunState.QUEUED:
-                changed = True
+                wake = True
             elif not state.is_active:
-                changed = True
                 self._metrics.runs_ended.labels(job=run.job_name, state=state).inc()
-        if changed:
+        if wake:
             self._wake_scheduler()
 
     # The watcher

@@ -96,9 +96,11 @@ class Harness:
         outcome = settle_attempt(
             job.definition, attempt.number, state, self.clock.now(), random.Random(1)
         )
-        (ended,) = await self.store.finish_attempts(
-            [AttemptFinish(attempt.id, outcome)], self.clock.now()
-        )
+        (ended,) = (
+            await self.store.finish_attempts(
+                [AttemptFinish(attempt.id, outcome)], self.clock.now()
+            )
+        ).runs
         assert ended is not None
         return ended
 
@@ -452,6 +454,65 @@ async def test_a_paused_dependency_is_not_run_on_demand(harness: Harness) -> Non
     assert "dependency build-docker is paused" in ended.reason
     assert await h.runs("build-docker") == []
     assert await h.runs("run-tests") == []  # nothing started for a run that won't go
+
+
+async def test_a_skip_deep_in_the_chain_reaches_the_run_that_demanded_it(
+    harness: Harness,
+) -> None:
+    # b's run is created and skipped in consecutive passes of one turn; its end
+    # must still reach c's run, which waits on it.
+    h = harness
+    await h.add("a", enabled=False)
+    await h.add("b", "a")
+    await h.add("c", "b")
+
+    waiting = await h.trigger("c")
+    await h.turn()
+
+    (b_run,) = await h.runs("b")
+    assert b_run.state is RunState.SKIPPED
+    ended = await h.store.get_run(waiting.id)
+    assert ended.state is RunState.SKIPPED
+    assert f"dependency b was skipped: its run {b_run.id} ended skipped" in (
+        ended.reason or ""
+    )
+    assert "dependency a is paused" in (ended.reason or "")
+
+
+async def test_changing_the_list_resolves_waiting_runs_against_it(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.add("slow")
+    await h.add("quick")
+    after = await h.add("after", "slow")
+    waiting = await h.trigger("after")
+    await h.turn()
+
+    await h.jobs.update(after, _with(after, depends_on=("quick",)))
+    await h.turn()
+    assert [r.trigger for r in await h.runs("quick")] == [Trigger.DEPENDENCY]
+    await h.finish("quick")
+    await h.turn()
+
+    assert (await h.store.get_run(waiting.id)).state is RunState.QUEUED
+
+
+async def test_a_pushed_run_names_the_successes_that_fed_it(harness: Harness) -> None:
+    h = harness
+    await h.add("extract")
+    await h.add("load", "extract")
+    await h.trigger("extract")
+    fed_by = await h.finish("extract")
+    await h.turn()
+
+    (load,) = await h.runs("load")
+    (link,) = (await h.store.upstream_links([load.id]))[load.id]
+    assert (link.job_name, link.run_id, link.state) == (
+        "extract",
+        fed_by.id,
+        RunState.SUCCEEDED,
+    )
 
 
 async def test_a_waiting_run_gives_up_after_its_dependency_timeout(

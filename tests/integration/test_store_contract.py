@@ -20,6 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Select, Table, event, func, select, text, update
 
+from socmeth.dependencies import Plan, Snapshot
 from socmeth.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from socmeth.errors import ValidationError as InputError
 from socmeth.models import (
@@ -170,7 +171,9 @@ def retry_at(instant: datetime) -> AttemptOutcome:
 async def finish(
     store: SqlStore, attempt: Attempt, outcome: AttemptOutcome, now: datetime = NOW
 ) -> Run | None:
-    (run,) = await store.finish_attempts([AttemptFinish(attempt.id, outcome)], now)
+    (run,) = (
+        await store.finish_attempts([AttemptFinish(attempt.id, outcome)], now)
+    ).runs
     return run
 
 
@@ -892,9 +895,36 @@ async def test_claim_and_finish_of_a_batch_take_a_few_statements(
 
     statements.count = 0
     finishes = [AttemptFinish(i, ended(), output=f"out {i}") for i in ids]
-    settled = await store.finish_attempts(finishes, NOW + MINUTE)
+    settled = (await store.finish_attempts(finishes, NOW + MINUTE)).runs
     assert all(run is not None and run.state is RunState.SUCCEEDED for run in settled)
     assert statements.count <= 8
+
+
+async def test_an_ended_run_others_depend_on_is_dependency_work(
+    store: SqlStore,
+) -> None:
+    upstream = await add_job(store, "extract")
+    alone = await add_job(store, "alone")
+    await add_job(store, "load", depends_on=("extract",))
+    depended = await claim(store, await fire(store, upstream, NOW))
+    lonely = await claim(store, await fire(store, alone, NOW))
+
+    quiet = await store.finish_attempts([AttemptFinish(lonely.id, ended())], NOW)
+    assert not quiet.dependency_work
+    noted = await store.finish_attempts([AttemptFinish(depended.id, ended())], NOW)
+    assert noted.dependency_work
+
+    seen: list[list[int]] = []
+
+    def planner(snapshot: Snapshot, now: datetime) -> Plan:
+        seen.append([run.id for run in snapshot.successes])
+        return Plan()
+
+    passed = await store.resolve_dependencies(NOW, 100, planner)
+    assert passed.worked
+    assert seen == [[depended.run_id]]
+    # Taken off the list by the pass: the next one finds nothing.
+    assert not (await store.resolve_dependencies(NOW, 100, planner)).worked
 
 
 async def test_a_retry_outcome_queues_the_run_again(store: SqlStore) -> None:
@@ -926,9 +956,11 @@ async def test_a_final_outcome_ends_the_run_and_keeps_the_output(
         reason="no retry left",
     )
 
-    (settled,) = await store.finish_attempts(
-        [AttemptFinish(attempt.id, outcome, "...last lines", True)], NOW + MINUTE
-    )
+    (settled,) = (
+        await store.finish_attempts(
+            [AttemptFinish(attempt.id, outcome, "...last lines", True)], NOW + MINUTE
+        )
+    ).runs
 
     assert settled is not None
     assert (settled.state, settled.reason, settled.finished_at) == (
@@ -950,7 +982,7 @@ async def test_only_running_attempts_can_finish(store: SqlStore) -> None:
     queued = await fire(store, job, NOW)
     running = await claim(store, await fire(store, job, NOW + MINUTE))
 
-    results = await store.finish_attempts(
+    finished = await store.finish_attempts(
         [
             AttemptFinish(queued.attempts[0].id, ended()),
             AttemptFinish(running.id, ended()),
@@ -959,6 +991,7 @@ async def test_only_running_attempts_can_finish(store: SqlStore) -> None:
         ],
         NOW,
     )
+    results = finished.runs
 
     assert results[0] is None
     assert results[1] is not None

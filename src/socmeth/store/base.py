@@ -180,6 +180,19 @@ class AttemptFinish:
 
 
 @dataclass(frozen=True)
+class FinishedAttempts:
+    """Report a batch of ended attempts.
+
+    `runs` holds each finish's run as it is now, or None where the attempt was no
+    longer running (already settled elsewhere); `dependency_work` is true when an
+    ended run went on the dependency work list, so the leader should take a pass.
+    """
+
+    runs: list[Run | None]
+    dependency_work: bool = False
+
+
+@dataclass(frozen=True)
 class RunningAttempt:
     """Describe an attempt a node runs, for reaping and cancel checks."""
 
@@ -370,7 +383,7 @@ class Store(ABC):
         self, run_ids: Sequence[int]
     ) -> dict[int, list[UpstreamLink]]:
         """Return, for each run, the runs of its dependencies it waits for or was fed
-        by, in its job's `depends_on` order where the job still lists them."""
+        by, ordered by the dependencies' names."""
 
     @abstractmethod
     async def get_run(self, run_id: int) -> Run:
@@ -427,13 +440,13 @@ class Store(ABC):
     @abstractmethod
     async def finish_attempts(
         self, finishes: Sequence[AttemptFinish], now: datetime
-    ) -> list[Run | None]:
+    ) -> FinishedAttempts:
         """Record ended attempts and settle their runs, in one transaction.
 
         For each finish, in order: the attempt gets its final state, result and output;
         its run goes back to `queued` with `next_attempt_at` when the outcome has a
-        retry, or ends in the outcome's run state. Returns each run as it is now, or
-        None where the attempt was no longer running (already settled elsewhere).
+        retry, or ends in the outcome's run state; an ended run that anything depends
+        on goes on the dependency work list.
         """
 
     @abstractmethod

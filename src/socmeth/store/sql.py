@@ -85,6 +85,7 @@ from socmeth.store.base import (
     ClaimedAttempt,
     DependencyGraph,
     DependencyPass,
+    FinishedAttempts,
     FireAdvance,
     GiveUp,
     GraphJob,
@@ -282,7 +283,7 @@ def prunable_runs_statement(
 
     Relies on `finished_at` being set exactly when a run ends (created in a final
     state, settled by its last attempt, cancelled) and unset while the run may still
-    execute, so no test of the state is needed and the index alone answers. A success
+    execute, so no test of the state is needed and the index alone answers. A run
     that a waiting run is linked to is kept until that run stops waiting.
     """
     waiter = runs.alias("waiter")
@@ -383,6 +384,12 @@ class SqlStore(Store):
             if set(dependency_ids) - before:
                 # A new dependency's earlier successes were not made for this job.
                 values["deps_consumed_at"] = now
+            if set(dependency_ids) != before:
+                # Its waiting runs are resolved again, against the new list.
+                waiting = select(runs.c.id).where(
+                    runs.c.job_id == job_id, runs.c.state == _RUN_WAITING
+                )
+                await _add_work(conn, (await conn.execute(waiting)).scalars())
             try:
                 await conn.execute(
                     update(jobs)
@@ -577,11 +584,14 @@ class SqlStore(Store):
             if not work_ids and not timed_out:
                 return DependencyPass()
             snapshot = await _dependency_snapshot(conn, work_ids, timed_out)
-            outcome = await _apply_plan(conn, planner(snapshot, now), now)
+            # Taken off before the plan is written: a run the plan ends goes back
+            # on the list for what waits on it, which an entry still there from
+            # its creation would otherwise swallow.
             for chunk in _chunks(work_ids):
                 await conn.execute(
                     delete(dependency_work).where(dependency_work.c.run_id.in_(chunk))
                 )
+            outcome = await _apply_plan(conn, planner(snapshot, now), now)
 
         logger.debug(
             "dependency pass: %s entries, %s queued, %s ended, %s waiting",
@@ -789,9 +799,9 @@ class SqlStore(Store):
 
     async def finish_attempts(
         self, finishes: Sequence[AttemptFinish], now: datetime
-    ) -> list[Run | None]:
+    ) -> FinishedAttempts:
         if not finishes:
-            return []
+            return FinishedAttempts(runs=[])
 
         async with self._writing() as conn:
             running = await _running_rows(conn, [f.attempt_id for f in finishes])
@@ -809,14 +819,21 @@ class SqlStore(Store):
                 ],
             )
             ended = await _settle_runs(conn, accepted, running, now)
-            await _queue_ended_work(conn, ended)
+            # Read with the running rows, so that a batch nothing depends on costs
+            # no statement more.
+            depended_on = {row.run_id for row in running.values() if row.depended_on}
+            work = [run_id for run_id in ended if run_id in depended_on]
+            await _add_work(conn, work)
             run_ids = {running[f.attempt_id].run_id for f in accepted}
             settled = {run.id: run for run in await _load_runs(conn, run_ids)}
 
-        return [
-            settled[running[f.attempt_id].run_id] if index in kept else None
-            for index, f in enumerate(finishes)
-        ]
+        return FinishedAttempts(
+            runs=[
+                settled[running[f.attempt_id].run_id] if index in kept else None
+                for index, f in enumerate(finishes)
+            ],
+            dependency_work=bool(work),
+        )
 
     async def _upsert_outputs(
         self, conn: AsyncConnection, outputs: Sequence[tuple[int, str, bool]]
@@ -1406,7 +1423,8 @@ async def _previous_final_runs(
 async def _running_rows(
     conn: AsyncConnection, attempt_ids: Sequence[int]
 ) -> dict[int, AnyRow]:
-    """Return the running attempts among these, each with its run's cancel state."""
+    """Return the running attempts among these, each with its run's cancel state
+    and whether anything depends on the run (`depended_on`)."""
     found: dict[int, AnyRow] = {}
     for chunk in _chunks(dict.fromkeys(attempt_ids)):
         query = (
@@ -1415,6 +1433,7 @@ async def _running_rows(
                 attempts.c.run_id,
                 runs.c.reason,
                 runs.c.cancel_requested_at,
+                _depended_on().label("depended_on"),
             )
             .join(runs, runs.c.id == attempts.c.run_id)
             .where(attempts.c.id.in_(chunk), attempts.c.state == _ATTEMPT_RUNNING)
@@ -1737,7 +1756,21 @@ async def _queue_ended_work(conn: AsyncConnection, run_ids: Sequence[int]) -> No
     a job lists their job in `depends_on`, or a run is linked to them."""
     if not run_ids:
         return
-    depended_on = (
+    for chunk in _chunks(run_ids):
+        ended = select(runs.c.id).where(
+            runs.c.id.in_(chunk), runs.c.finished_at.is_not(None), _depended_on()
+        )
+        await conn.execute(
+            _dialect_insert(conn, dependency_work)
+            .from_select(["run_id"], ended)
+            .on_conflict_do_nothing()
+        )
+
+
+def _depended_on() -> ColumnElement[bool]:
+    """Tell, of a `runs` row, whether its end is dependency work: a job depends on
+    its job, or a run is linked to it."""
+    job_depended_on = (
         select(job_dependencies.c.job_id)
         .where(job_dependencies.c.depends_on_id == runs.c.job_id)
         .exists()
@@ -1747,16 +1780,14 @@ async def _queue_ended_work(conn: AsyncConnection, run_ids: Sequence[int]) -> No
         .where(run_waits.c.upstream_run_id == runs.c.id)
         .exists()
     )
-    for chunk in _chunks(run_ids):
-        ended = select(runs.c.id).where(
-            runs.c.id.in_(chunk),
-            runs.c.finished_at.is_not(None),
-            or_(depended_on, linked),
-        )
+    return or_(job_depended_on, linked)
+
+
+async def _add_work(conn: AsyncConnection, run_ids: Iterable[int]) -> None:
+    rows = [{"run_id": run_id} for run_id in dict.fromkeys(run_ids)]
+    if rows:
         await conn.execute(
-            _dialect_insert(conn, dependency_work)
-            .from_select(["run_id"], ended)
-            .on_conflict_do_nothing()
+            _dialect_insert(conn, dependency_work).on_conflict_do_nothing(), rows
         )
 
 
@@ -1983,7 +2014,7 @@ async def _apply_plan(
             statement,
             [
                 {
-                    "run_id": link.run_id,
+                    "run_id": run_of.get(link.run_id, link.run_id),
                     "job_id": link.job_id,
                     "upstream_run_id": run_of.get(
                         link.upstream_run_id, link.upstream_run_id
@@ -1994,14 +2025,17 @@ async def _apply_plan(
         )
 
     released: list[int] = []
+    moved = {push.job_id for push in plan.pushed}  # jobs whose consumed_at moves
     for chunk in _chunks(plan.released):
         result = await conn.execute(
             update(runs)
             .where(runs.c.id.in_(chunk), runs.c.state == _RUN_WAITING)
             .values(state=_RUN_QUEUED, give_up_at=None)
-            .returning(runs.c.id)
+            .returning(runs.c.id, runs.c.job_id)
         )
-        released += result.scalars()
+        for run_id, job_id in result:
+            released.append(run_id)
+            moved.add(job_id)
     if released:
         await conn.execute(
             insert(attempts), [first_attempt_values(i, now) for i in released]
@@ -2009,12 +2043,17 @@ async def _apply_plan(
     ended = await _end_waiting(
         conn, [(end.run_id, end.state, end.reason) for end in plan.ended], now
     )
-    if plan.consumed:
+    consumed = [
+        {"b_id": job_id, "b_at": at}
+        for job_id, at in plan.consumed.items()
+        if job_id in moved  # not for a release that found the run changed
+    ]
+    if consumed:
         await conn.execute(
             update(jobs)
             .where(jobs.c.id == bindparam("b_id"))
             .values(deps_consumed_at=bindparam("b_at")),
-            [{"b_id": job_id, "b_at": at} for job_id, at in plan.consumed.items()],
+            consumed,
         )
 
     changed = await _load_runs(conn, [*run_of.values(), *released, *ended])
