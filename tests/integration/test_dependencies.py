@@ -1,4 +1,4 @@
-"""Resolve dependencies over a real SQLite store: scheduler turns and a fake clock.
+"""Resolve dependencies over a real store (every backend): scheduler turns, fake clock.
 
 The worker is played by hand (claim, then finish with a chosen outcome), so each test
 decides when every attempt ends and sees each step of the rule.
@@ -7,9 +7,8 @@ decides when every attempt ends and sees each step of the rule.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -115,13 +114,6 @@ class Harness:
 
 def _ignore(_: Collection[int]) -> None:
     return None
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    opened = await open_store(f"sqlite:///{tmp_path / 'socmeth.db'}")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
@@ -560,8 +552,8 @@ async def test_the_next_fire_replaces_a_run_still_waiting(harness: Harness) -> N
 # Restarts
 
 
-async def test_waiting_runs_survive_a_restart_and_run_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'socmeth.db'}"
+async def test_waiting_runs_survive_a_restart_and_run_once(store_url: str) -> None:
+    url = store_url
     clock = FakeClock(T0)
     first = Harness(await open_store(url), clock)
     await readme_jobs(first)
