@@ -10,6 +10,7 @@ import asyncio
 import io
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Select, Table, event, func, select, text, update
 
-from socmeth.dependencies import Plan, Snapshot
+from socmeth.dependencies import Link, Plan, Snapshot
 from socmeth.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from socmeth.errors import ValidationError as InputError
 from socmeth.models import (
@@ -925,6 +926,51 @@ async def test_an_ended_run_others_depend_on_is_dependency_work(
     assert seen == [[depended.run_id]]
     # Taken off the list by the pass: the next one finds nothing.
     assert not (await store.resolve_dependencies(NOW, 100, planner)).worked
+
+
+async def test_a_linked_run_ending_after_the_link_is_dependency_work(
+    store: SqlStore,
+) -> None:
+    upstream = await add_job(store, "extract")
+    downstream = await add_job(store, "load", depends_on=("extract",))
+    waiting = await fire(store, downstream, NOW, state=RunState.WAITING)
+    running = await claim(store, await fire(store, upstream, NOW))
+    # Nothing depends on extract's job any more, as far as the graph says...
+    await store.update_job(downstream.id, downstream.definition, None, NOW)
+    await store.update_job(
+        downstream.id, replace(downstream.definition, depends_on=()), None, NOW
+    )
+
+    def link(snapshot: Snapshot, now: datetime) -> Plan:
+        return Plan(links=[Link(waiting.id, upstream.id, running.run_id)])
+
+    assert (await store.resolve_dependencies(NOW, 100, link)).worked
+    # ... but the link marks the run: its end goes on the work list.
+    finished = await store.finish_attempts([AttemptFinish(running.id, ended())], NOW)
+    assert finished.dependency_work
+
+
+async def test_a_link_to_a_run_that_already_ended_looks_at_the_waiting_run_again(
+    store: SqlStore,
+) -> None:
+    upstream = await add_job(store, "extract")
+    downstream = await add_job(store, "load", depends_on=("extract",))
+    waiting = await fire(store, downstream, NOW, state=RunState.WAITING)
+    done = await claim(store, await fire(store, upstream, NOW))
+    await store.finish_attempts([AttemptFinish(done.id, ended())], NOW)
+    # A pass that read the run as active links to it after it ended.
+    seen: list[list[int]] = []
+
+    def link_then_look(snapshot: Snapshot, now: datetime) -> Plan:
+        seen.append([w.run.id for w in snapshot.waiting])
+        if len(seen) == 1:
+            return Plan(links=[Link(waiting.id, upstream.id, done.run_id)])
+        return Plan()
+
+    while (await store.resolve_dependencies(NOW, 100, link_then_look)).worked:
+        pass
+    # The first pass saw the new waiting run; a second one sees it again.
+    assert seen == [[waiting.id], [waiting.id]]
 
 
 async def test_a_retry_outcome_queues_the_run_again(store: SqlStore) -> None:

@@ -124,6 +124,7 @@ def run_values(new_run: NewRun, now: datetime) -> dict[str, Any]:
         "cancel_requested_at": None,
         "needed_by_run_id": new_run.needed_by_run_id,
         "give_up_at": new_run.give_up_at if new_run.state is RunState.WAITING else None,
+        "awaited": False,
     }
 
 

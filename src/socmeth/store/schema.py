@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -134,6 +135,9 @@ runs = Table(
     Column("needed_by_run_id", _id_type(), nullable=True),
     # A waiting run: when its dependency_timeout ends the wait.
     Column("give_up_at", UtcDateTime, nullable=True),
+    # A waiting run is linked to this one while it is active: its end is dependency
+    # work. On the row itself, so that the finisher's lock of the row fences it.
+    Column("awaited", Boolean, nullable=False, server_default=false()),
     # The fire key. NULLs are distinct in a unique constraint on both dialects, so
     # runs without a scheduled instant (manual, dependency) never collide.
     UniqueConstraint("job_id", "scheduled_at"),

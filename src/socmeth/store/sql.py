@@ -1769,18 +1769,33 @@ async def _queue_ended_work(conn: AsyncConnection, run_ids: Sequence[int]) -> No
 
 def _depended_on() -> ColumnElement[bool]:
     """Tell, of a `runs` row, whether its end is dependency work: a job depends on
-    its job, or a run is linked to it."""
+    its job, or a waiting run was linked to it (`awaited`, see `_mark_awaited`)."""
     job_depended_on = (
         select(job_dependencies.c.job_id)
         .where(job_dependencies.c.depends_on_id == runs.c.job_id)
         .exists()
     )
-    linked = (
-        select(run_waits.c.run_id)
-        .where(run_waits.c.upstream_run_id == runs.c.id)
-        .exists()
-    )
-    return or_(job_depended_on, linked)
+    return or_(runs.c.awaited, job_depended_on)
+
+
+async def _mark_awaited(conn: AsyncConnection, run_ids: Iterable[int]) -> set[int]:
+    """Mark runs that waiting runs were just linked to; return those still active.
+
+    A conditional UPDATE of the run's own row, so that on PostgreSQL it and the
+    transaction ending the run take turns on the row lock: either the end sees the
+    mark and puts itself on the work list, or this finds the run ended already and
+    the caller looks at its waiting runs again.
+    """
+    marked: set[int] = set()
+    for chunk in _chunks(sorted(set(run_ids))):
+        result = await conn.execute(
+            update(runs)
+            .where(runs.c.id.in_(chunk), runs.c.state.in_(_ACTIVE_RUN_VALUES))
+            .values(awaited=True)
+            .returning(runs.c.id)
+        )
+        marked.update(result.scalars())
+    return marked
 
 
 async def _add_work(conn: AsyncConnection, run_ids: Iterable[int]) -> None:
@@ -2004,7 +2019,15 @@ async def _apply_plan(
             conn, [NewRun(push.job_id, Trigger.DEPENDENCY, None)], now
         )
 
-    if plan.links:
+    links = [
+        (
+            run_of.get(link.run_id, link.run_id),
+            link.job_id,
+            run_of.get(link.upstream_run_id, link.upstream_run_id),
+        )
+        for link in plan.links
+    ]
+    if links:
         statement = _dialect_insert(conn, run_waits)
         statement = statement.on_conflict_do_update(
             index_elements=[run_waits.c.run_id, run_waits.c.job_id],
@@ -2013,14 +2036,8 @@ async def _apply_plan(
         await conn.execute(
             statement,
             [
-                {
-                    "run_id": run_of.get(link.run_id, link.run_id),
-                    "job_id": link.job_id,
-                    "upstream_run_id": run_of.get(
-                        link.upstream_run_id, link.upstream_run_id
-                    ),
-                }
-                for link in plan.links
+                {"run_id": run_id, "job_id": job_id, "upstream_run_id": upstream_id}
+                for run_id, job_id, upstream_id in links
             ],
         )
 
@@ -2042,6 +2059,19 @@ async def _apply_plan(
         )
     ended = await _end_waiting(
         conn, [(end.run_id, end.state, end.reason) for end in plan.ended], now
+    )
+    # A waiting run linked to an upstream that is no longer active (a success that
+    # feeds it, or a run that ended since the snapshot) is looked at again next
+    # pass; released, ended and pushed runs are done with.
+    active = await _mark_awaited(conn, {upstream for _, _, upstream in links})
+    settled = set(released) | set(ended) | {run_of[push.key] for push in plan.pushed}
+    await _add_work(
+        conn,
+        [
+            run_id
+            for run_id, _, upstream in links
+            if upstream not in active and run_id not in settled
+        ],
     )
     consumed = [
         {"b_id": job_id, "b_at": at}

@@ -34,6 +34,10 @@ def upgrade() -> None:
 
     op.add_column("runs", sa.Column("needed_by_run_id", _id(), nullable=True))
     op.add_column("runs", sa.Column("give_up_at", _instant(), nullable=True))
+    op.add_column(
+        "runs",
+        sa.Column("awaited", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     # (job, state, finished_at) answers what (state, job) did, and a job's latest
     # success by an index seek.
     op.drop_index("ix_runs_state_job_id", "runs")
@@ -100,6 +104,7 @@ def downgrade() -> None:
     op.drop_index("ix_runs_job_id_state_finished_at", "runs")
     op.create_index("ix_runs_state_job_id", "runs", ["state", "job_id"])
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("awaited")
         batch.drop_column("give_up_at")
         batch.drop_column("needed_by_run_id")
     with op.batch_alter_table("jobs") as batch:
