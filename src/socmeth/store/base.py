@@ -346,9 +346,10 @@ class Store(ABC):
         """Create runs for fires and move next fires on, in one transaction.
 
         A run whose (job, scheduled instant) already exists is left out silently, and
-        so is a run whose job's advance no longer matched; the runs actually created
-        are returned, with their first attempts. Give-ups of jobs whose advance
-        matched end their runs first.
+        so is a run whose job's advance no longer matched. Give-ups of jobs whose
+        advance matched end their waiting runs `skipped` first. Returned: the runs
+        the give-ups ended, then the runs actually created, with their first
+        attempts.
         """
 
     @abstractmethod
