@@ -362,9 +362,10 @@ class _Planner:
             active.remove(run.id)
 
     def _timeout_reason(self, job: JobView, waiting: WaitingRun) -> str:
-        seconds = (
-            job.dependency_timeout.total_seconds() if job.dependency_timeout else 0
-        )
+        """Say how long the run waited: its own bound, which the job's current
+        `dependency_timeout` may no longer match."""
+        assert waiting.give_up_at is not None
+        waited = (waiting.give_up_at - waiting.created_at).total_seconds()
         still = [
             self._jobs[dep_id].name
             for dep_id in job.depends_on
@@ -372,7 +373,7 @@ class _Planner:
         ]
         waited_for = f": still waiting for {', '.join(still)}" if still else ""
         return (
-            f"gave up after waiting {_seconds(seconds)} s for dependencies "
+            f"gave up after waiting {_seconds(waited)} s for dependencies "
             f"(dependency_timeout){waited_for}"
         )
 
@@ -419,4 +420,5 @@ def _paused_reason(dep: JobView) -> str:
 
 
 def _seconds(value: float) -> str:
-    return str(int(value)) if value.is_integer() else str(value)
+    """Write seconds as given: whole ones without a fraction."""
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from socmeth.clock import Clock
 from socmeth.dependencies import dependency_list_errors
-from socmeth.errors import LimitError, ValidationError
+from socmeth.errors import ConflictError, LimitError, NotFoundError, ValidationError
 from socmeth.fires import fire_run, next_fire_at
 from socmeth.metrics import Metrics
 from socmeth.models import Concurrency, Job, JobDefinition, Run, RunState, Trigger
@@ -84,6 +84,8 @@ class JobService:
         A new name is written into the `depends_on` of the jobs that depend on it,
         in the same transaction.
         """
+        if definition.name != job.name:
+            await self._refuse_taken_name(definition.name)
         _check_dependency_list(definition)
         now = self._clock.now()
         fire_at = next_fire_at(definition, job.created_at, now)
@@ -95,6 +97,18 @@ class JobService:
         )
         self._wake_scheduler()
         return updated
+
+    async def _refuse_taken_name(self, name: str) -> None:
+        """Refuse a rename to a taken name first, as the conflict it is: its
+        `depends_on` naming that job would read as a self-reference. The store
+        refuses it again in the transaction, whatever happens meanwhile."""
+        try:
+            await self._store.get_job_by_name(name)
+        except NotFoundError:
+            return
+        raise ConflictError(
+            f"a job named {name!r} already exists: choose another name", field="name"
+        )
 
     async def set_enabled(self, job: Job, enabled: bool) -> Job:
         """Pause or resume a job; a resumed job next fires after now, not before."""

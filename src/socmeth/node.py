@@ -175,4 +175,6 @@ class Node:
             checks["store"] = f"error: {exc}"
         for name, part in (("scheduler", self.scheduler), ("workers", self.workers)):
             checks[name] = "ok" if part is not None and part.running else "stopped"
+        if self.scheduler is not None and self.scheduler.failing:
+            checks["scheduler"] = f"failing: {self.scheduler.failing}"
         return all(v == "ok" for v in checks.values()), checks

@@ -41,6 +41,9 @@ BATCH = 1000  # due jobs or retries handled per statement batch
 MAX_DEPENDENCY_PASSES = 32
 MAX_SLEEP_S = 1.0  # bounds the delay of fires of jobs changed by another process
 ERROR_BACKOFF_S = (0.5, 1, 2, 5)
+# Turns failing in a row before readiness reports the scheduler failing: one may
+# be a blip of the store; three (about 3.5 s) are not.
+FAILING_AFTER = 3
 
 
 class Scheduler:
@@ -64,6 +67,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.started_at: datetime | None = None
+        self.failing: str | None = None  # why the last turns failed, while they do
 
     @property
     def running(self) -> bool:
@@ -90,11 +94,14 @@ class Scheduler:
             try:
                 await self.turn(self._clock.now())
                 failures = 0
+                self.failing = None
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 delay = ERROR_BACKOFF_S[min(failures, len(ERROR_BACKOFF_S) - 1)]
                 failures += 1
+                if failures >= FAILING_AFTER:
+                    self.failing = f"{failures} turns in a row failed: {exc}"
                 log.exception(
                     "scheduler turn failed; retrying in %ss",
                     delay,
@@ -121,14 +128,24 @@ class Scheduler:
             waker.cancel()
 
     async def turn(self, now: datetime) -> int:
-        """Take one turn at `now`; return how many attempts it queued."""
+        """Take one turn at `now`; return how many attempts it queued.
+
+        Each step publishes what it queued before the next one starts: its writes
+        are committed, and a later step failing must not keep them off the queue.
+        """
         assert self.started_at is not None, "start() sets the start instant"
-        queued = await self._fire_due_jobs(now)
-        queued.extend(await self._resolve_dependencies(now))
-        queued.extend(await self._start_due_retries(now))
+        count = 0
+        for step in (self._fire_due_jobs, self._resolve_dependencies):
+            queued = await step(now)
+            await self._publish(queued)
+            count += len(queued)
+        queued = await self._start_due_retries(now)
+        await self._publish(queued)
+        return count + len(queued)
+
+    async def _publish(self, queued: list[QueuedAttempt]) -> None:
         if queued:
             await self._queue.publish(queued)
-        return len(queued)
 
     async def _fire_due_jobs(self, now: datetime) -> list[QueuedAttempt]:
         assert self.started_at is not None
@@ -157,6 +174,9 @@ class Scheduler:
     async def _resolve_dependencies(self, now: datetime) -> list[QueuedAttempt]:
         queued: list[QueuedAttempt] = []
         for _ in range(MAX_DEPENDENCY_PASSES):
+            # Each pass reads the clock: the runs it makes or ends are stamped with
+            # its own instant, not the turn's, which many passes may have aged.
+            now = max(now, self._clock.now())
             done = await self._store.resolve_dependencies(now, BATCH, plan_dependencies)
             if not done.worked:
                 break

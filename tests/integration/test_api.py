@@ -17,6 +17,7 @@ from socmeth import __version__
 from socmeth.api.app import create_app
 from socmeth.clock import FakeClock
 from socmeth.config import load_config
+from socmeth.errors import StoreError
 from socmeth.node import Node
 
 # A Monday, so that weekday schedules have something to say.
@@ -813,6 +814,27 @@ async def test_readyz_answers_503_when_the_workers_stopped(
 
     assert response.status_code == 503
     assert response.json()["checks"]["workers"] == "stopped"
+
+
+async def test_readyz_answers_503_while_scheduler_turns_keep_failing(
+    client: httpx.AsyncClient, node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> None:
+        raise StoreError("the store broke")
+
+    monkeypatch.setattr(node.store, "resolve_dependencies", broken)
+    assert isinstance(node.clock, FakeClock)
+    checks: dict[str, str] = {}
+    for _ in range(50):  # each failed turn backs off on the fake clock
+        node.clock.advance(5)
+        await asyncio.sleep(0.01)
+        response = await client.get("/readyz")
+        checks = response.json()["checks"]
+        if response.status_code == 503:
+            break
+
+    assert checks["scheduler"].startswith("failing: ")
+    assert checks["scheduler"].endswith("turns in a row failed: the store broke")
 
 
 async def test_metrics_are_prometheus_text_with_socmeths_names(

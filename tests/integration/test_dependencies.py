@@ -6,6 +6,7 @@ decides when every attempt ends and sees each step of the rule.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
@@ -725,3 +726,116 @@ def _with(job: Job, **changes: object) -> JobDefinition:
     from dataclasses import replace
 
     return replace(job.definition, **changes)  # type: ignore[arg-type]
+
+
+# Changes while runs wait
+
+
+async def test_removing_the_timeout_of_a_waiting_run_lets_it_wait(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.add("slow")
+    after = await h.add("after", "slow", dependency_timeout=timedelta(seconds=3))
+    waiting = await h.trigger("after")
+    await h.turn()
+
+    await h.jobs.update(after, _with(after, dependency_timeout=None))
+    await h.turn(10)
+
+    assert (await h.store.get_run(waiting.id)).state is RunState.WAITING
+    await h.finish("slow")
+    await h.turn()
+    assert (await h.store.get_run(waiting.id)).state is RunState.QUEUED
+
+
+async def test_a_new_timeout_bounds_runs_already_waiting_from_their_creation(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.add("slow")
+    after = await h.add("after", "slow", dependency_timeout=timedelta(seconds=100))
+    waiting = await h.trigger("after")
+    await h.turn()
+
+    await h.jobs.update(after, _with(after, dependency_timeout=timedelta(seconds=5)))
+    await h.turn(2)
+    assert (await h.store.get_run(waiting.id)).state is RunState.WAITING
+    await h.turn(3)
+
+    ended = await h.store.get_run(waiting.id)
+    assert ended.state is RunState.SKIPPED
+    assert (ended.reason or "").startswith("gave up after waiting 5 s")
+
+
+async def test_a_removed_dependency_is_no_longer_shown_as_waited_for(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.add("gone")
+    await h.add("kept")
+    after = await h.add("after", "gone", "kept")
+    waiting = await h.trigger("after")
+    await h.turn()
+
+    await h.jobs.update(after, _with(after, depends_on=("kept",)))
+    await h.turn()
+
+    links = (await h.store.upstream_links([waiting.id]))[waiting.id]
+    assert [link.job_name for link in links] == ["kept"]
+
+
+async def test_a_rename_to_a_taken_name_is_a_conflict_not_a_self_reference(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.add("base")
+    child = await h.add("child", "base")
+
+    with pytest.raises(ConflictError) as refused:
+        await h.jobs.update(child, _with(child, name="base"))
+    assert "a job named 'base' already exists" in str(refused.value)
+
+
+# A failing step
+
+
+async def test_a_failing_dependency_pass_keeps_the_fires_of_its_turn_queued(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    await h.add("minutely", schedule="* * * * *")
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("the dependency pass broke")
+
+    monkeypatch.setattr(h.store, "resolve_dependencies", broken)
+    with pytest.raises(RuntimeError):
+        await h.turn(60)
+
+    (run,) = await h.runs("minutely")
+    assert run.state is RunState.QUEUED
+    assert await h.queue.size() == 1  # published although the turn failed
+
+
+async def test_a_scheduler_failing_turn_after_turn_says_so(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("the dependency pass broke")
+
+    monkeypatch.setattr(h.store, "resolve_dependencies", broken)
+    h.scheduler.start()
+    try:
+        for _ in range(10):
+            await asyncio.sleep(0)
+            h.clock.advance(5)
+            await asyncio.sleep(0.01)
+            if h.scheduler.failing:
+                break
+        assert h.scheduler.failing is not None
+        assert "the dependency pass broke" in h.scheduler.failing
+    finally:
+        await h.scheduler.stop()

@@ -326,19 +326,34 @@ def test_a_link_to_a_pruned_run_is_replaced() -> None:
 def test_a_waiting_run_gives_up_at_its_dependency_timeout() -> None:
     jobs = [job(1, active=[8]), job(3, 1, timeout=timedelta(seconds=90))]
     links = {1: active(8, 1)}
+    ends = at(1) + timedelta(seconds=90)  # the run was created at at(1)
 
     still = plan_of(
-        jobs, [waiting(10, 3, links, give_up_at=NOW)], now=NOW - timedelta(seconds=1)
+        jobs, [waiting(10, 3, links, give_up_at=ends)], now=ends - timedelta(seconds=1)
     )
     assert still.empty
 
-    plan = plan_of(jobs, [waiting(10, 3, links, give_up_at=NOW)])
+    plan = plan_of(jobs, [waiting(10, 3, links, give_up_at=ends)], now=ends)
     (end,) = plan.ended
     assert end.state is RunState.SKIPPED
     assert end.reason == (
         "gave up after waiting 90 s for dependencies (dependency_timeout): "
         "still waiting for job-1"
     )
+
+
+@pytest.mark.parametrize("timeout", [None, timedelta(seconds=5)])
+def test_the_reason_names_the_wait_the_run_had_whatever_the_job_says_now(
+    timeout: timedelta | None,
+) -> None:
+    # The job's timeout changed after the run began to wait.
+    jobs = [job(1, active=[8]), job(3, 1, timeout=timeout)]
+    ends = at(1) + timedelta(seconds=2.5)
+    plan = plan_of(jobs, [waiting(10, 3, {1: active(8, 1)}, give_up_at=ends)], now=ends)
+
+    (end,) = plan.ended
+    assert end.reason is not None
+    assert end.reason.startswith("gave up after waiting 2.5 s for dependencies")
 
 
 def test_a_run_that_no_longer_waits_is_left_alone() -> None:

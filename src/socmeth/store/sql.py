@@ -24,7 +24,7 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -58,6 +58,7 @@ from socmeth.dependencies import (
     WaitingRun,
     find_cycle,
     format_cycle,
+    give_up_at,
 )
 from socmeth.errors import (
     ConfigError,
@@ -385,11 +386,9 @@ class SqlStore(Store):
                 # A new dependency's earlier successes were not made for this job.
                 values["deps_consumed_at"] = now
             if set(dependency_ids) != before:
-                # Its waiting runs are resolved again, against the new list.
-                waiting = select(runs.c.id).where(
-                    runs.c.job_id == job_id, runs.c.state == _RUN_WAITING
-                )
-                await _add_work(conn, (await conn.execute(waiting)).scalars())
+                await _rewait(conn, job_id, dependency_ids)
+            if definition.dependency_timeout != stored.definition.dependency_timeout:
+                await _retime_waits(conn, job_id, definition.dependency_timeout)
             try:
                 await conn.execute(
                     update(jobs)
@@ -1636,6 +1635,47 @@ async def _upstream_closure(
                 found.append(row.depends_on_id)
         frontier = [i for i in dict.fromkeys(found) if i not in graph]
     return graph
+
+
+async def _rewait(
+    conn: AsyncConnection, job_id: int, dependency_ids: Sequence[int]
+) -> None:
+    """Have a job's waiting runs resolved again against its new dependencies.
+
+    Their links to jobs it no longer depends on go: they waited for, and say they
+    wait for, only what the job lists.
+    """
+    waiting = select(runs.c.id).where(
+        runs.c.job_id == job_id, runs.c.state == _RUN_WAITING
+    )
+    await conn.execute(
+        delete(run_waits).where(
+            run_waits.c.run_id.in_(waiting),
+            run_waits.c.job_id.not_in(list(dependency_ids)),
+        )
+    )
+    await _add_work(conn, (await conn.execute(waiting)).scalars())
+
+
+async def _retime_waits(
+    conn: AsyncConnection, job_id: int, timeout: timedelta | None
+) -> None:
+    """Bound the waits of a job's waiting runs by its new `dependency_timeout`,
+    still counted from each run's creation."""
+    query = select(runs.c.id, runs.c.created_at).where(
+        runs.c.job_id == job_id, runs.c.state == _RUN_WAITING
+    )
+    changes = [
+        {"b_id": row.id, "b_at": give_up_at(timeout, row.created_at)}
+        for row in await conn.execute(query)
+    ]
+    if changes:
+        await conn.execute(
+            update(runs)
+            .where(runs.c.id == bindparam("b_id"), runs.c.state == _RUN_WAITING)
+            .values(give_up_at=bindparam("b_at")),
+            changes,
+        )
 
 
 async def _rename_in_dependents(
