@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,25 @@ class Server:
             if time.monotonic() > deadline:
                 raise AssertionError(f"run {run_id} still {run['state']}: {run}")
             time.sleep(0.1)
+
+
+def parse(instant: str) -> datetime:
+    """Read an instant the API wrote (ISO 8601 with an offset)."""
+    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
+
+
+def create(server: Server, **job: Any) -> dict[str, Any]:
+    """Create a job through the API; fail the test unless it is accepted."""
+    response = server.api("POST", "/api/jobs", json=job)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def run_now(server: Server, name: str) -> dict[str, Any]:
+    """Start a manual run through the API; fail the test unless it is accepted."""
+    response = server.api("POST", f"/api/jobs/{name}/run")
+    assert response.status_code == 202, response.text
+    return dict(response.json())
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, create, parse, run_now
 
 pytestmark = pytest.mark.slow
 
@@ -25,22 +25,6 @@ pytestmark = pytest.mark.slow
 SETTLE_S = 1.5
 
 Run = dict[str, Any]
-
-
-def parse(instant: str) -> datetime:
-    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
-
-
-def create(server: Server, **job: Any) -> dict[str, Any]:
-    response = server.api("POST", "/api/jobs", json=job)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def run_now(server: Server, name: str) -> Run:
-    response = server.api("POST", f"/api/jobs/{name}/run")
-    assert response.status_code == 202, response.text
-    return dict(response.json())
 
 
 def runs_of(server: Server, name: str) -> list[Run]:

@@ -20,25 +20,9 @@ import pytest
 
 from socmeth.executors.procs import group_alive
 from tests.conftest import POSTGRES_HOST, POSTGRES_USER, require_postgres
-from tests.e2e.conftest import Server, free_port
+from tests.e2e.conftest import Server, create, free_port, parse, run_now
 
 pytestmark = pytest.mark.slow
-
-
-def parse(instant: str) -> datetime:
-    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
-
-
-def create(server: Server, **job: Any) -> dict[str, Any]:
-    response = server.api("POST", "/api/jobs", json=job)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def run_now(server: Server, name: str) -> dict[str, Any]:
-    response = server.api("POST", f"/api/jobs/{name}/run")
-    assert response.status_code == 202, response.text
-    return dict(response.json())
 
 
 def history(server: Server, name: str) -> list[dict[str, Any]]:
