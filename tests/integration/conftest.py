@@ -2,9 +2,11 @@
 
 A backend is one entry of BACKENDS: a context manager that yields the URL of an
 empty database of its kind and removes it afterwards. The contract suite runs once
-per entry. PostgreSQL joins when SOCMETH_TEST_POSTGRES_URL names a server where the
-user may create databases (e.g. postgresql://postgres@127.0.0.1/postgres); each test
-then gets a database of its own.
+per entry: SQLite, and PostgreSQL at SOCMETH_TEST_POSTGRES_URL (by default the
+machine's, postgresql://postgres@127.0.0.1/postgres), where the user may create
+databases; each test gets a database of its own and drops it. A PostgreSQL that does
+not answer skips its tests with the reason, or fails them under
+SOCMETH_REQUIRE_SERVICES=1 (CI).
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from socmeth.store.sql import SqlStore, async_url, open_store
+from tests.conftest import missing_service
 
-POSTGRES_URL = os.environ.get("SOCMETH_TEST_POSTGRES_URL")
+POSTGRES_URL = os.environ.get(
+    "SOCMETH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/postgres"
+)
 
 
 @contextlib.asynccontextmanager
@@ -32,12 +38,16 @@ async def _sqlite_url(tmp_path: Path) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def _postgresql_url(_: Path) -> AsyncIterator[str]:
-    assert POSTGRES_URL is not None
     name = f"socmeth_test_{uuid.uuid4().hex[:16]}"
     admin = create_async_engine(async_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
     try:
-        async with admin.connect() as conn:
-            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            async with admin.connect() as conn:
+                await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        except (OSError, DBAPIError) as exc:
+            missing_service(
+                f"PostgreSQL at {_shown(POSTGRES_URL)} does not answer: {exc}"
+            )
         yield make_url(POSTGRES_URL).set(database=name).render_as_string(False)
         async with admin.connect() as conn:
             await conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
@@ -45,11 +55,14 @@ async def _postgresql_url(_: Path) -> AsyncIterator[str]:
         await admin.dispose()
 
 
+def _shown(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
 BACKENDS: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[str]]] = {
     "sqlite": _sqlite_url,
+    "postgresql": _postgresql_url,
 }
-if POSTGRES_URL:
-    BACKENDS["postgresql"] = _postgresql_url
 
 
 @pytest.fixture(params=sorted(BACKENDS))
