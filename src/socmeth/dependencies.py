@@ -362,10 +362,12 @@ class _Planner:
             active.remove(run.id)
 
     def _timeout_reason(self, job: JobView, waiting: WaitingRun) -> str:
-        """Say how long the run waited: its own bound, which the job's current
-        `dependency_timeout` may no longer match."""
+        """Say how long the run waited and its bound, which the job's current
+        `dependency_timeout` may no longer match (and which a pass may see late,
+        after a restart)."""
         assert waiting.give_up_at is not None
-        waited = (waiting.give_up_at - waiting.created_at).total_seconds()
+        bound = (waiting.give_up_at - waiting.created_at).total_seconds()
+        waited = (self._now - waiting.created_at).total_seconds()
         still = [
             self._jobs[dep_id].name
             for dep_id in job.depends_on
@@ -373,8 +375,8 @@ class _Planner:
         ]
         waited_for = f": still waiting for {', '.join(still)}" if still else ""
         return (
-            f"gave up after waiting {_seconds(waited)} s for dependencies "
-            f"(dependency_timeout){waited_for}"
+            f"gave up after waiting {_seconds(round(waited, 1))} s for dependencies "
+            f"(dependency_timeout {_seconds(bound)} s){waited_for}"
         )
 
     def _key(self) -> int:

@@ -6,6 +6,7 @@
     │   └── ScheduleError    a schedule or time zone is refused (names the field)
     ├── NotFoundError        a job, run or attempt does not exist
     ├── ConflictError        the request clashes with stored state (duplicate name)
+    │   └── ChangedError     the job changed after it was read for this change
     ├── LimitError           a size or count limit was exceeded
     └── StoreError           the store failed or is unreachable
 
@@ -70,6 +71,13 @@ class ConflictError(SocmethError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class ChangedError(ConflictError):
+    """Report that a job changed between the read and the write of an update.
+
+    Callers that re-apply their change to the job as it is now may try again.
+    """
 
 
 class LimitError(SocmethError):

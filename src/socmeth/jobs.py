@@ -14,7 +14,13 @@ from dataclasses import replace
 
 from socmeth.clock import Clock
 from socmeth.dependencies import dependency_list_errors
-from socmeth.errors import ConflictError, LimitError, NotFoundError, ValidationError
+from socmeth.errors import (
+    ChangedError,
+    ConflictError,
+    LimitError,
+    NotFoundError,
+    ValidationError,
+)
 from socmeth.fires import fire_run, next_fire_at
 from socmeth.metrics import Metrics
 from socmeth.models import Concurrency, Job, JobDefinition, Run, RunState, Trigger
@@ -22,6 +28,9 @@ from socmeth.queue.base import Queue
 from socmeth.store.base import DependencyGraph, QueuedAttempt, Store
 
 log = logging.getLogger(__name__)
+
+# Reads a change re-applied to a job that changed meanwhile before giving up (409).
+CHANGED_RETRIES = 5
 
 
 class JobService:
@@ -82,14 +91,17 @@ class JobService:
         """Replace a job's definition; the next fire is computed anew from now.
 
         A new name is written into the `depends_on` of the jobs that depend on it,
-        in the same transaction.
+        in the same transaction. ChangedError when `job` is no longer the stored
+        one: the definition was made from a stale read.
         """
         if definition.name != job.name:
             await self._refuse_taken_name(definition.name)
         _check_dependency_list(definition)
         now = self._clock.now()
         fire_at = next_fire_at(definition, job.created_at, now)
-        updated = await self._store.update_job(job.id, definition, fire_at, now)
+        updated = await self._store.update_job(
+            job.id, definition, fire_at, now, read_at=job.updated_at
+        )
         log.info(
             "job %s updated",
             updated.name,
@@ -111,13 +123,29 @@ class JobService:
         )
 
     async def set_enabled(self, job: Job, enabled: bool) -> Job:
-        """Pause or resume a job; a resumed job next fires after now, not before."""
-        if job.definition.enabled == enabled:
-            return job
-        definition = replace(job.definition, enabled=enabled)
-        now = self._clock.now()
-        fire_at = next_fire_at(definition, job.created_at, now)
-        updated = await self._store.update_job(job.id, definition, fire_at, now)
+        """Pause or resume a job; a resumed job next fires after now, not before.
+
+        Made from the job as stored: a change of it meanwhile (a rename of one of
+        its dependencies rewrites it) is read again, never overwritten.
+        """
+        for _ in range(CHANGED_RETRIES):
+            if job.definition.enabled == enabled:
+                return job
+            definition = replace(job.definition, enabled=enabled)
+            now = self._clock.now()
+            fire_at = next_fire_at(definition, job.created_at, now)
+            try:
+                updated = await self._store.update_job(
+                    job.id, definition, fire_at, now, read_at=job.updated_at
+                )
+                break
+            except ChangedError:
+                job = await self._store.get_job(job.id)
+        else:
+            raise ChangedError(
+                f"job {job.name} kept changing while it was paused or resumed; "
+                "try again"
+            )
         event = "job.resumed" if enabled else "job.paused"
         log.info("job %s %s", job.name, event[4:], extra={"event": event})
         self._wake_scheduler()

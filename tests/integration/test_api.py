@@ -6,6 +6,7 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from socmeth.api.app import create_app
 from socmeth.clock import FakeClock
 from socmeth.config import load_config
 from socmeth.errors import StoreError
+from socmeth.models import Job, JobDefinition
 from socmeth.node import Node
 
 # A Monday, so that weekday schedules have something to say.
@@ -814,6 +816,34 @@ async def test_readyz_answers_503_when_the_workers_stopped(
 
     assert response.status_code == 503
     assert response.json()["checks"]["workers"] == "stopped"
+
+
+async def test_a_put_racing_a_rename_is_applied_to_the_renamed_job(
+    client: httpx.AsyncClient, node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create(client, name="parent")
+    await create(client, name="child", depends_on=["parent"])
+    real_update = node.jobs.update
+    raced = False
+
+    async def update_after_a_rename(job: Job, definition: JobDefinition) -> Job:
+        # The first time, another request renames the parent between this PUT's
+        # read of the child and its write.
+        nonlocal raced
+        if not raced:
+            raced = True
+            assert isinstance(node.clock, FakeClock)
+            node.clock.advance(1)
+            parent = await node.store.get_job_by_name("parent")
+            await real_update(parent, replace(parent.definition, name="renamed"))
+        return await real_update(job, definition)
+
+    monkeypatch.setattr(node.jobs, "update", update_after_a_rename)
+    response = await client.put("/api/jobs/child", json={"retries": 2})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["depends_on"] == ["renamed"]
+    assert response.json()["retries"] == 2
 
 
 async def test_readyz_answers_503_while_scheduler_turns_keep_failing(

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from socmeth.clock import FakeClock
-from socmeth.errors import ConflictError, ValidationError
+from socmeth.dependencies import plan_dependencies
+from socmeth.errors import ChangedError, ConflictError, ValidationError
 from socmeth.jobs import JobService
 from socmeth.metrics import Metrics
 from socmeth.models import (
@@ -765,7 +766,10 @@ async def test_a_new_timeout_bounds_runs_already_waiting_from_their_creation(
 
     ended = await h.store.get_run(waiting.id)
     assert ended.state is RunState.SKIPPED
-    assert (ended.reason or "").startswith("gave up after waiting 5 s")
+    # Created at 10:00:00, seen by the turn at 10:00:06.
+    assert (ended.reason or "").startswith(
+        "gave up after waiting 6 s for dependencies (dependency_timeout 5 s)"
+    )
 
 
 async def test_a_removed_dependency_is_no_longer_shown_as_waited_for(
@@ -839,3 +843,53 @@ async def test_a_scheduler_failing_turn_after_turn_says_so(
         assert "the dependency pass broke" in h.scheduler.failing
     finally:
         await h.scheduler.stop()
+
+
+async def test_a_pass_never_stamps_runs_before_the_run_that_caused_them(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.add("extract")
+    await h.add("load", "extract")
+    await h.trigger("extract")
+    fed_by = await h.finish("extract")  # finished a second after the clock read
+    assert fed_by.finished_at is not None
+
+    late_read = fed_by.finished_at - timedelta(milliseconds=2)
+    await h.store.resolve_dependencies(late_read, 100, plan_dependencies)
+
+    (pushed,) = await h.runs("load")
+    assert pushed.created_at >= fed_by.finished_at
+    assert pushed.attempts[0].queued_at >= fed_by.finished_at
+
+
+async def test_an_update_made_from_a_stale_read_is_refused_and_changes_nothing(
+    harness: Harness,
+) -> None:
+    h = harness
+    parent = await h.add("parent")
+    stale_child = await h.add("child", "parent")
+    h.clock.advance(1)
+    await h.jobs.update(parent, _with(parent, name="renamed"))  # rewrites child
+
+    with pytest.raises(ChangedError):
+        await h.jobs.update(stale_child, _with(stale_child, retries=3))
+
+    child = await h.store.get_job(stale_child.id)
+    assert child.definition.depends_on == ("renamed",)
+    assert child.definition.retries == 0
+
+
+async def test_pausing_a_job_that_changed_meanwhile_keeps_the_change(
+    harness: Harness,
+) -> None:
+    h = harness
+    parent = await h.add("parent")
+    stale_child = await h.add("child", "parent")
+    h.clock.advance(1)
+    await h.jobs.update(parent, _with(parent, name="renamed"))
+
+    paused = await h.jobs.set_enabled(stale_child, False)
+
+    assert not paused.definition.enabled
+    assert paused.definition.depends_on == ("renamed",)

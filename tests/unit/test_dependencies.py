@@ -337,8 +337,21 @@ def test_a_waiting_run_gives_up_at_its_dependency_timeout() -> None:
     (end,) = plan.ended
     assert end.state is RunState.SKIPPED
     assert end.reason == (
-        "gave up after waiting 90 s for dependencies (dependency_timeout): "
+        "gave up after waiting 90 s for dependencies (dependency_timeout 90 s): "
         "still waiting for job-1"
+    )
+
+
+def test_a_wait_seen_late_says_how_long_it_really_was() -> None:
+    # The node was down when the wait should have ended.
+    jobs = [job(1, active=[8]), job(3, 1, timeout=timedelta(seconds=6))]
+    ends = at(1) + timedelta(seconds=6)
+    late = ends + timedelta(seconds=9.94)
+    plan = plan_of(jobs, [waiting(10, 3, {1: active(8, 1)}, give_up_at=ends)], now=late)
+
+    (end,) = plan.ended
+    assert (end.reason or "").startswith(
+        "gave up after waiting 15.9 s for dependencies (dependency_timeout 6 s)"
     )
 
 
@@ -353,7 +366,9 @@ def test_the_reason_names_the_wait_the_run_had_whatever_the_job_says_now(
 
     (end,) = plan.ended
     assert end.reason is not None
-    assert end.reason.startswith("gave up after waiting 2.5 s for dependencies")
+    assert end.reason.startswith(
+        "gave up after waiting 2.5 s for dependencies (dependency_timeout 2.5 s)"
+    )
 
 
 def test_a_run_that_no_longer_waits_is_left_alone() -> None:

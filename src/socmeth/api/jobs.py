@@ -7,6 +7,7 @@ through `node.jobs`, which keeps next fires and the scheduler right.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -29,6 +30,8 @@ from socmeth.api.schemas import (
     job_out,
     to_definition,
 )
+from socmeth.errors import ChangedError
+from socmeth.jobs import CHANGED_RETRIES
 from socmeth.store.base import JobFilter
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -69,7 +72,17 @@ async def get_job(node: NodeDep, ref: JobRef) -> JobOut:
 
 @router.put("/{ref}")
 async def update_job(node: NodeDep, ref: JobRef, body: JobPatch) -> JobOut:
-    """Change the fields given; the others keep their stored values."""
+    """Change the fields given; the others keep their stored values.
+
+    The fields are applied to the job as stored when it is written: should it change
+    meanwhile (a concurrent update, or a rename of a job it depends on), they are
+    applied again to the new version.
+    """
+    for _ in range(CHANGED_RETRIES - 1):
+        job = await node.jobs.resolve(ref)
+        definition = apply_patch(job.definition, body, node.config)
+        with contextlib.suppress(ChangedError):
+            return job_out(await node.jobs.update(job, definition))
     job = await node.jobs.resolve(ref)
     definition = apply_patch(job.definition, body, node.config)
     return job_out(await node.jobs.update(job, definition))

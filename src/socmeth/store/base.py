@@ -283,8 +283,14 @@ class Store(ABC):
         definition: JobDefinition,
         next_fire_at: datetime | None,
         now: datetime,
+        *,
+        read_at: datetime | None = None,
     ) -> Job:
         """Replace a job's definition and next fire; ConflictError on a taken name.
+
+        With `read_at` (the `updated_at` of the job the new definition was made
+        from), ChangedError when the job changed since: another update, or a
+        rename of a job it depends on, rewrote it meanwhile.
 
         ValidationError (field `depends_on`) when a dependency names no stored job
         or would close a cycle, which the message names (`a -> b -> a`). A new name

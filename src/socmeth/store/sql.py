@@ -61,6 +61,7 @@ from socmeth.dependencies import (
     give_up_at,
 )
 from socmeth.errors import (
+    ChangedError,
     ConfigError,
     ConflictError,
     NotFoundError,
@@ -374,11 +375,18 @@ class SqlStore(Store):
         definition: JobDefinition,
         next_fire_at: datetime | None,
         now: datetime,
+        *,
+        read_at: datetime | None = None,
     ) -> Job:
         values = job_values(definition, next_fire_at)
         async with self._writing() as conn:
             await self._serialize_graph_changes(conn)
             stored = await _fetch_job(conn, job_id, for_update=True)
+            if read_at is not None and stored.updated_at != read_at:
+                raise ChangedError(
+                    f"job {stored.name} changed while this change was made from it; "
+                    "read it again and resend the change"
+                )
             dependency_ids = await _dependency_ids(conn, definition.depends_on)
             await _refuse_cycle(conn, job_id, definition, dependency_ids)
             before = await _dependencies_of(conn, job_id)
@@ -583,6 +591,10 @@ class SqlStore(Store):
             if not work_ids and not timed_out:
                 return DependencyPass()
             snapshot = await _dependency_snapshot(conn, work_ids, timed_out)
+            # What a pass writes is never stamped before what caused it: an end or
+            # a creation committed after the caller read its clock (or by a node
+            # whose clock runs ahead) may be in the snapshot.
+            now = max([now, *_instants_of(snapshot)])
             # Taken off before the plan is written: a run the plan ends goes back
             # on the list for what waits on it, which an entry still there from
             # its creation would otherwise swallow.
@@ -1929,6 +1941,19 @@ async def _dependency_snapshot(
         successes=successes,
         downstream=dict(downstream),
     )
+
+
+def _instants_of(snapshot: Snapshot) -> list[datetime]:
+    """Return the instants a snapshot's runs were made or ended at."""
+    instants = [w.created_at for w in snapshot.waiting]
+    instants += [run.finished_at for run in snapshot.successes if run.finished_at]
+    for waiting in snapshot.waiting:
+        instants += [
+            link.finished_at
+            for link in waiting.links.values()
+            if link is not None and link.finished_at is not None
+        ]
+    return instants
 
 
 async def _run_views(
