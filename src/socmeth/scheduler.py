@@ -10,8 +10,9 @@ Each turn reads the clock once and:
    `dependencies.plan_dependencies`), a pass at a time until the work list is empty:
    each pass may demand runs of dependencies, release waiting runs, end them
    `upstream_failed` or `skipped`, and push unscheduled dependents;
-4. starts the attempts of runs whose pending retry is due;
-5. publishes the new queued attempts.
+4. starts the attempts of runs whose pending retry is due.
+
+Each step publishes the attempts it queued before the next one starts.
 
 It then sleeps until the earliest next fire or retry, at most `MAX_SLEEP_S`, or until
 woken (a job changed, an attempt asked for a retry).
@@ -135,13 +136,16 @@ class Scheduler:
         """
         assert self.started_at is not None, "start() sets the start instant"
         count = 0
-        for step in (self._fire_due_jobs, self._resolve_dependencies):
+        steps = (
+            self._fire_due_jobs,
+            self._resolve_dependencies,
+            self._start_due_retries,
+        )
+        for step in steps:
             queued = await step(now)
             await self._publish(queued)
             count += len(queued)
-        queued = await self._start_due_retries(now)
-        await self._publish(queued)
-        return count + len(queued)
+        return count
 
     async def _publish(self, queued: list[QueuedAttempt]) -> None:
         if queued:
