@@ -268,7 +268,15 @@ class WorkerPool:
         async with self._store_turn:
             if top_up:  # older deferred deliveries go first
                 deliveries += await self._top_up(len(deliveries))
-            by_id = {d.attempt.attempt_id: d for d in deliveries}
+            by_id: dict[int, Delivery] = {}
+            repeats: list[Delivery] = []  # a second message of an attempt held
+            for delivery in deliveries:
+                if delivery.attempt.attempt_id in by_id:
+                    repeats.append(delivery)
+                else:
+                    by_id[delivery.attempt.attempt_id] = delivery
+            await self._queue.ack(repeats)
+            deliveries = list(by_id.values())
             now = self._clock.now()
             try:
                 batch = await self._store.claim_attempts(

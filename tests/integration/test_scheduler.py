@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ from socmeth.models import (
     RunState,
     Trigger,
 )
+from socmeth.queue.base import Delivery
 from socmeth.queue.memory import MemoryQueue
 from socmeth.scheduler import Scheduler
-from socmeth.store.base import NewRun, RunFilter
+from socmeth.store.base import NewRun, QueuedAttempt, RunFilter
 from socmeth.store.sql import SqlStore, open_store
 from socmeth.worker import WorkerPool
 
@@ -358,3 +359,56 @@ async def test_a_stop_during_a_claim_still_starts_and_settles_what_it_claimed(
 
     settled = await harness.store.get_run(run.id)
     assert [a.state for a in settled.attempts] == [AttemptState.LOST]
+
+
+class RecordingQueue(MemoryQueue):
+    """Remember the tokens of every acknowledged delivery."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acked: list[str] = []
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        self.acked += [delivery.token for delivery in deliveries]
+        await super().ack(deliveries)
+
+
+async def test_two_messages_of_one_attempt_start_it_once_and_both_are_acked(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    # A message held back at capacity and a re-published one of the same attempt
+    # meet in one claim.
+    config = load_config(environ={}, overrides={"server.data_dir": tmp_path})
+    clock = FakeClock(T0)
+    queue = RecordingQueue()
+    async with httpx.AsyncClient() as http:
+        executors = Executors(http, clock, store_id="test-store")
+        pool = WorkerPool(
+            store,
+            queue,
+            clock,
+            Metrics(),
+            executors,
+            node_id="n1",
+            config=config,
+            rng=random.Random(7),
+            wake_scheduler=lambda: None,
+        )
+        job_id = await add_job(store, job_definition(schedule=None), T0)
+        run = await store.create_run(NewRun(job_id, Trigger.MANUAL, None), T0)
+        message = QueuedAttempt(run.attempts[0].id, run.id, 1)
+        await queue.publish([message])
+        (held,) = await queue.receive("n1", 10, 0)
+        await queue.publish([message])
+        (again,) = await queue.receive("n1", 10, 0)
+
+        await pool._claim([held, again], top_up=False)
+
+        assert pool.active_count == 1
+        assert queue.acked == [again.token]  # the repeat, at once
+        pool.start()
+        while (await store.get_run(run.id)).state.is_active:
+            await asyncio.sleep(0.02)
+        await pool.stop(0)
+        executors.close()
+    assert sorted(queue.acked) == sorted([held.token, again.token])
