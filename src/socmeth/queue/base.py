@@ -7,6 +7,9 @@ attempt in the store before executing it. A message is acknowledged once its att
 ended or turned out not to be claimable.
 
 Messages carry a version; a reader that meets a newer one refuses it and says why.
+
+    SocmethError
+    └── QueueError           the queue failed or cannot be reached
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from socmeth.errors import SocmethError
 from socmeth.store.base import QueuedAttempt
 
 MESSAGE_VERSION = 1
+
+
+class QueueError(SocmethError):
+    """Report that the queue failed or cannot be reached, naming where it lives."""
 
 
 class MessageVersionError(ValueError):
@@ -41,6 +49,19 @@ class Queue(ABC):
     message and returns at most `max_count`; a received message that is never
     acknowledged is delivered again to some consumer after its consumer is gone;
     `size` counts messages published and not yet received.
+
+    Further rules every queue keeps:
+
+    - messages are received in the order they were published; a released message
+      may come back before or after those still waiting;
+    - one `receive` never returns two deliveries of the same attempt; the same
+      attempt in two receives is possible (re-publishing, release) and harmless;
+    - a consumer is gone when `release` says so: the leader calls it for a node it
+      found down, so the queue itself never guesses from idle time;
+    - a message this node cannot read (a newer version) is never returned; it
+      stays unacknowledged, and `release` of its consumer offers it to the others;
+    - an unreachable backend raises QueueError from the call that met it, and the
+      same queue object works again once the backend answers.
     """
 
     @abstractmethod
@@ -51,11 +72,24 @@ class Queue(ABC):
     async def receive(
         self, consumer: str, max_count: int, timeout_s: float
     ) -> list[Delivery]:
-        """Take up to `max_count` messages, waiting up to `timeout_s` for the first."""
+        """Take up to `max_count` messages, waiting up to `timeout_s` for the first.
+
+        `max_count` is at least 1. A `timeout_s` of 0 takes what is waiting and
+        returns at once. The messages stay pending for `consumer` until acknowledged.
+        """
 
     @abstractmethod
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge handled messages so they are never delivered again."""
+
+    @abstractmethod
+    async def release(self, consumer: str) -> None:
+        """Offer a gone consumer's unacknowledged messages to every consumer again.
+
+        Safe to repeat, and a no-op for a consumer that holds nothing. A delivery
+        the consumer still acknowledges afterwards (it was not gone after all) is
+        ignored: its message is already back in the queue.
+        """
 
     @abstractmethod
     async def size(self) -> int:
@@ -63,7 +97,10 @@ class Queue(ABC):
 
     @abstractmethod
     async def close(self) -> None:
-        """Release connections; pending messages stay for the next consumer."""
+        """Release connections; pending messages stay for the next consumer.
+
+        A `receive` blocked meanwhile returns at once, with no messages.
+        """
 
 
 def encode_message(attempt: QueuedAttempt) -> str:

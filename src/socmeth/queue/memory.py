@@ -61,6 +61,8 @@ class MemoryQueue(Queue):
         tokens = [t for t, (c, _) in self._pending.items() if c == consumer]
         returned = [self._pending.pop(t)[1] for t in tokens]
         for attempt in reversed(returned):
+            if attempt.attempt_id in self._waiting_ids:
+                continue  # re-published meanwhile: one waiting message is enough
             self._waiting.appendleft(attempt)
             self._waiting_ids.add(attempt.attempt_id)
         if returned:
