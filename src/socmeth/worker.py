@@ -32,12 +32,13 @@ from datetime import datetime, timedelta
 
 from socmeth.clock import Clock
 from socmeth.config import Config
+from socmeth.errors import StoreError
 from socmeth.executors import ExecutionContext, Executors, OutputTail
 from socmeth.executors.base import ExecutionResult
 from socmeth.executors.procs import kill_attempt_processes
 from socmeth.metrics import Metrics
 from socmeth.models import AttemptState, RunState
-from socmeth.queue.base import Delivery, Queue
+from socmeth.queue.base import Delivery, Queue, QueueError
 from socmeth.retry import settle_attempt
 from socmeth.store.base import (
     AttemptFinish,
@@ -54,6 +55,7 @@ RECEIVE_TIMEOUT_S = 1.0
 WATCH_INTERVAL_S = 1.0
 DEFER_DELAY_S = 0.25  # wait before claiming again when the cluster is at capacity
 CLAIM_RETRY_S = 1.0  # wait before claiming again after the store failed
+RECEIVE_BACKOFF_S = (1.0, 2.0, 5.0)  # waits after the queue or the store failed
 FINISH_BATCH = 500
 REPUBLISH_BATCH = 1000
 
@@ -221,6 +223,7 @@ class WorkerPool:
 
     async def _receive_loop(self) -> None:
         deferred: list[Delivery] = []
+        failures = 0
         while self._receiving:
             free = self._config.workers.count - len(self._running)
             if free <= 0:
@@ -231,12 +234,31 @@ class WorkerPool:
                 deferred = await self._receive_and_claim(deferred, free)
             except asyncio.CancelledError:
                 raise
+            except (QueueError, StoreError) as exc:
+                # An outage: one line, without a traceback, backing off.
+                delay = RECEIVE_BACKOFF_S[min(failures, len(RECEIVE_BACKOFF_S) - 1)]
+                failures += 1
+                log.warning(
+                    "receiving attempts failed (%s); retrying in %ss",
+                    exc,
+                    delay,
+                    extra={"event": "worker.receive_failed"},
+                )
+                await self._clock.sleep(delay)
             except Exception:
+                failures += 1
                 log.exception(
                     "receiving attempts failed; retrying",
                     extra={"event": "worker.receive_failed"},
                 )
                 await self._clock.sleep(1.0)
+            else:
+                if failures:
+                    log.info(
+                        "receiving attempts again",
+                        extra={"event": "worker.receive_recovered"},
+                    )
+                failures = 0
 
     async def _receive_and_claim(
         self, deferred: list[Delivery], free: int

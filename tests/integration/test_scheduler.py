@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from socmeth.models import (
     RunState,
     Trigger,
 )
-from socmeth.queue.base import Delivery
+from socmeth.queue.base import Delivery, QueueError
 from socmeth.queue.memory import MemoryQueue
 from socmeth.scheduler import Scheduler
 from socmeth.store.base import NewRun, QueuedAttempt, RunFilter
@@ -373,27 +374,35 @@ class RecordingQueue(MemoryQueue):
         await super().ack(deliveries)
 
 
+def pool_of(
+    store: SqlStore, queue: MemoryQueue, clock: FakeClock, http: httpx.AsyncClient
+) -> tuple[WorkerPool, Executors]:
+    """Build a worker pool, not started, and the executors it needs closed."""
+    config = load_config(environ={}, overrides={"server.data_dir": "/nonexistent"})
+    executors = Executors(http, clock, store_id="test-store")
+    pool = WorkerPool(
+        store,
+        queue,
+        clock,
+        Metrics(),
+        executors,
+        node_id="n1",
+        config=config,
+        rng=random.Random(7),
+        wake_scheduler=lambda: None,
+    )
+    return pool, executors
+
+
 async def test_two_messages_of_one_attempt_start_it_once_and_both_are_acked(
-    store: SqlStore, tmp_path: Path
+    store: SqlStore,
 ) -> None:
     # A message held back at capacity and a re-published one of the same attempt
     # meet in one claim.
-    config = load_config(environ={}, overrides={"server.data_dir": tmp_path})
     clock = FakeClock(T0)
     queue = RecordingQueue()
     async with httpx.AsyncClient() as http:
-        executors = Executors(http, clock, store_id="test-store")
-        pool = WorkerPool(
-            store,
-            queue,
-            clock,
-            Metrics(),
-            executors,
-            node_id="n1",
-            config=config,
-            rng=random.Random(7),
-            wake_scheduler=lambda: None,
-        )
+        pool, executors = pool_of(store, queue, clock, http)
         job_id = await add_job(store, job_definition(schedule=None), T0)
         run = await store.create_run(NewRun(job_id, Trigger.MANUAL, None), T0)
         message = QueuedAttempt(run.attempts[0].id, run.id, 1)
@@ -412,3 +421,52 @@ async def test_two_messages_of_one_attempt_start_it_once_and_both_are_acked(
         await pool.stop(0)
         executors.close()
     assert sorted(queue.acked) == sorted([held.token, again.token])
+
+
+class OutageQueue(MemoryQueue):
+    """A queue whose first `outages` receives fail as an unreachable Redis would."""
+
+    def __init__(self, outages: int) -> None:
+        super().__init__()
+        self.outages = outages
+
+    async def receive(
+        self, consumer: str, max_count: int, timeout_s: float
+    ) -> list[Delivery]:
+        if self.outages:
+            self.outages -= 1
+            raise QueueError("receiving from redis://queue failed: connection refused")
+        return await super().receive(consumer, max_count, timeout_s)
+
+
+async def test_a_queue_outage_is_one_line_a_time_with_growing_waits(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(T0)
+    async with httpx.AsyncClient() as http:
+        pool, executors = pool_of(store, OutageQueue(outages=2), clock, http)
+        caplog.set_level(logging.INFO, logger="socmeth.worker")
+        pool.start()
+        try:
+            failed = await _records(caplog, "worker.receive_failed", 1)
+            assert "retrying in 1.0s" in failed[0].getMessage()
+            assert failed[0].exc_info is None  # an outage, not a bug: no traceback
+            clock.advance(1)
+            failed = await _records(caplog, "worker.receive_failed", 2)
+            assert "retrying in 2.0s" in failed[1].getMessage()
+            clock.advance(2)
+            await _records(caplog, "worker.receive_recovered", 1)
+        finally:
+            await pool.stop(0)
+            executors.close()
+
+
+async def _records(
+    caplog: pytest.LogCaptureFixture, event: str, count: int
+) -> list[logging.LogRecord]:
+    for _ in range(200):
+        found = [r for r in caplog.records if getattr(r, "event", None) == event]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} log records of {event} did not come")
