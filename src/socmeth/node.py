@@ -1,7 +1,10 @@
 """Assemble one socmeth node: store, queue, scheduler, workers and the services.
 
-A node is what `socmeth serve` runs. In embedded mode it is the only node, so it is
-also the scheduler; it settles what a previous crash left behind before it starts.
+A node is what `socmeth serve` runs. It heartbeats to the store from its start,
+works attempts, and runs the leader's duties (the scheduler, the pruner) only while
+it holds the leader lease (`cluster.Leadership`). In embedded mode it is the only
+node, so it takes the lease at once; it settles what a previous crash left behind
+before it starts.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import httpx
 
 from socmeth import __version__
 from socmeth.clock import Clock, SystemClock
+from socmeth.cluster import Leadership, Membership
 from socmeth.config import Config
 from socmeth.executors import Executors
 from socmeth.executors.procs import store_id_of
@@ -27,7 +31,7 @@ from socmeth.pruner import Pruner
 from socmeth.queue.base import Queue
 from socmeth.queue.memory import MemoryQueue
 from socmeth.scheduler import Scheduler
-from socmeth.store.base import Store
+from socmeth.store.base import NodeBeat, Store
 from socmeth.store.sql import open_store
 from socmeth.worker import WorkerPool
 
@@ -71,6 +75,8 @@ class Node:
         self.scheduler: Scheduler | None = None
         self.workers: WorkerPool | None = None
         self.pruner: Pruner | None = None
+        self.membership: Membership | None = None
+        self.leadership: Leadership | None = None
 
     @property
     def store(self) -> Store:
@@ -89,7 +95,7 @@ class Node:
 
     async def start(self) -> None:
         """Open the store, settle what a crash left behind, then start the loops."""
-        self._store = await open_store(self.config.database_url)
+        self._store = await open_store(self.config.database_url, clock=self.clock)
         self._queue = MemoryQueue()
         # Every worker slot may hold a connection; a smaller pool would turn waiting
         # for a connection into a job timeout.
@@ -129,28 +135,57 @@ class Node:
             stop_local=self._stop_local,
         )
         self.pruner = Pruner(self.store, self.clock, self.config.history.retention_days)
+        self.membership = Membership(self.store, self.clock, self._beat)
+        await self.membership.start()
         await self.workers.recover()
         self.workers.start()
-        self.scheduler.start()
-        self.pruner.start()
+        self.leadership = Leadership(
+            self.store, self.clock, self.info.id, lead=self._lead, follow=self._follow
+        )
+        await self.leadership.start()
         log.info(
             "node %s started",
             self.info.id,
             extra={"event": "node.started", "node_id": self.info.id},
         )
 
+    def _beat(self) -> NodeBeat:
+        host = self.config.server.host or "127.0.0.1"
+        return NodeBeat(
+            id=self.info.id,
+            address=f"{host}:{self.config.server.port}",
+            version=self.info.version,
+            started_at=self.info.started_at,
+            running=self.workers.active_count if self.workers else 0,
+        )
+
+    async def _lead(self, term: int) -> None:
+        """Start the leader's duties: fires, dependencies, retries, pruning."""
+        assert self.scheduler is not None
+        assert self.pruner is not None
+        self.scheduler.start()
+        self.pruner.start()
+
+    async def _follow(self) -> None:
+        """Stop the leader's duties at once: another node may lead now."""
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.pruner is not None:
+            await self.pruner.stop()
+
     def _stop_local(self, run_ids: Collection[int]) -> None:
         if self.workers is not None:
             self.workers.stop_local(run_ids)
 
     async def stop(self) -> None:
-        """Stop taking work, give running attempts their grace, then close all."""
-        if self.pruner is not None:
-            await self.pruner.stop()
-        if self.scheduler is not None:
-            await self.scheduler.stop()
+        """Hand leadership over, give running attempts their grace, then close all."""
+        if self.leadership is not None:
+            await self.leadership.stop()
+        await self._follow()
         if self.workers is not None:
             await self.workers.stop(self.config.workers.shutdown_grace)
+        if self.membership is not None:
+            await self.membership.stop()
         if self._executors is not None:
             self._executors.close()
         if self._http is not None:
@@ -165,6 +200,18 @@ class Node:
             extra={"event": "node.stopped", "node_id": self.info.id},
         )
 
+    def _scheduler_check(self) -> str:
+        """Say `ok` while this node leads and its scheduler runs, and while another
+        node leads: a follower still serves the API and works attempts."""
+        scheduler = self.scheduler
+        if self.leadership is None or scheduler is None:
+            return "stopped"
+        if not self.leadership.leading:
+            return "ok"
+        if scheduler.failing:
+            return f"failing: {scheduler.failing}"
+        return "ok" if scheduler.running else "stopped"
+
     async def ready(self) -> tuple[bool, dict[str, str]]:
         """Tell whether this node can serve: its store answers and its loops run."""
         checks: dict[str, str] = {}
@@ -173,8 +220,9 @@ class Node:
             checks["store"] = "ok"
         except Exception as exc:  # any failure means not ready; the reason is shown
             checks["store"] = f"error: {exc}"
-        for name, part in (("scheduler", self.scheduler), ("workers", self.workers)):
-            checks[name] = "ok" if part is not None and part.running else "stopped"
-        if self.scheduler is not None and self.scheduler.failing:
-            checks["scheduler"] = f"failing: {self.scheduler.failing}"
+        workers = self.workers
+        checks["workers"] = (
+            "ok" if workers is not None and workers.running else "stopped"
+        )
+        checks["scheduler"] = self._scheduler_check()
         return all(v == "ok" for v in checks.values()), checks

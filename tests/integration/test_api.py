@@ -799,6 +799,44 @@ async def test_healthz_answers_ok(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
+async def test_nodes_lists_this_node_up_and_leading(
+    client: httpx.AsyncClient, node: Node
+) -> None:
+    response = await client.get("/api/nodes")
+
+    assert response.status_code == 200
+    (shown,) = response.json()["items"]
+    assert shown == {
+        "id": "api-test",
+        "address": "127.0.0.1:8080",
+        "state": "up",
+        "leader": True,
+        "started_at": "2026-01-05T08:30:00+00:00",
+        "last_heartbeat_at": "2026-01-05T08:30:00+00:00",
+        "version": __version__,
+        "running": 0,
+    }
+    assert response.json()["next_cursor"] is None
+
+
+async def test_cluster_names_the_leader_its_term_and_the_queue_size(
+    client: httpx.AsyncClient, idle_node: Node
+) -> None:
+    await create(client, name="queued")
+    await client.post("/api/jobs/queued/run")
+
+    response = await client.get("/api/cluster")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "leader": "api-test",
+        "term": 1,
+        "lease_expires_at": "2026-01-05T08:30:01.500000+00:00",
+        "queue_size": 1,
+        "nodes": {"up": 1, "down": 0, "expected": 0},
+    }
+
+
 async def test_readyz_answers_200_with_its_checks(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
 

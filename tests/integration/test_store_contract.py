@@ -43,6 +43,7 @@ from socmeth.store.base import (
     FireAdvance,
     JobFilter,
     NewRun,
+    NodeBeat,
     Page,
     RunFilter,
 )
@@ -1393,3 +1394,97 @@ async def test_queued_count_counts_attempts_waiting_for_a_worker(
     await claim(store, first)
 
     assert await store.queued_count() == 1
+
+
+# Cluster: heartbeats and the leader lease (zero TTLs stand in for lapsed leases)
+
+
+def beat(node_id: str, running: int = 0) -> NodeBeat:
+    return NodeBeat(node_id, f"{node_id}:8080", "0.1.0", NOW, running)
+
+
+async def test_heartbeats_record_each_node_at_the_store_clock(store: SqlStore) -> None:
+    first = await store.heartbeat(beat("b"))
+    await store.heartbeat(beat("a", running=3))
+    later = await store.heartbeat(beat("b", running=1))
+
+    now, records = await store.list_nodes()
+    assert [r.id for r in records] == ["a", "b"]
+    b = records[1]
+    assert (b.address, b.running, b.stopped_at) == ("b:8080", 1, None)
+    assert b.last_heartbeat_at == later
+    assert first <= later <= now
+
+
+async def test_a_node_that_stopped_reads_stopped_until_it_beats_again(
+    store: SqlStore,
+) -> None:
+    await store.heartbeat(beat("a"))
+    await store.mark_stopped("a")
+    (stopped,) = (await store.list_nodes())[1]
+    assert stopped.stopped_at is not None
+
+    await store.heartbeat(beat("a"))
+    (again,) = (await store.list_nodes())[1]
+    assert again.stopped_at is None
+
+
+async def test_the_lease_is_taken_renewed_and_refused_to_others(
+    store: SqlStore,
+) -> None:
+    _, empty = await store.current_lease()
+    assert (empty.holder, empty.term) == (None, 0)
+
+    taken = await store.acquire_lease("a", timedelta(seconds=60))
+    assert taken is not None
+    assert (taken.holder, taken.term) == ("a", 1)
+    renewed = await store.acquire_lease("a", timedelta(seconds=90))
+    assert renewed is not None
+    assert renewed.term == 1
+    assert renewed.expires_at is not None
+    assert taken.expires_at is not None
+    assert renewed.expires_at > taken.expires_at
+
+    assert await store.acquire_lease("b", timedelta(seconds=60)) is None
+    now, stored = await store.current_lease()
+    assert stored == renewed
+    assert stored.held_by("a", now)
+    assert not stored.held_by("b", now)
+
+
+async def test_a_lapsed_lease_goes_to_the_next_node_in_a_new_term(
+    store: SqlStore,
+) -> None:
+    assert await store.acquire_lease("a", timedelta(0)) is not None  # lapses at once
+
+    taken = await store.acquire_lease("b", timedelta(seconds=60))
+    assert taken is not None
+    assert (taken.holder, taken.term) == ("b", 2)
+    # The old holder cannot renew what it lost.
+    assert await store.acquire_lease("a", timedelta(seconds=60)) is None
+
+
+async def test_releasing_the_lease_hands_it_over_at_once_but_only_in_its_term(
+    store: SqlStore,
+) -> None:
+    first = await store.acquire_lease("a", timedelta(seconds=60))
+    assert first is not None
+    await store.release_lease("a", first.term + 1)  # a stale term: nothing
+    assert await store.acquire_lease("b", timedelta(seconds=60)) is None
+
+    await store.release_lease("a", first.term)
+    taken = await store.acquire_lease("b", timedelta(seconds=60))
+    assert taken is not None
+    assert taken.term == first.term + 1
+
+
+async def test_a_holder_renews_its_lapsed_lease_in_its_term_if_nobody_took_it(
+    store: SqlStore,
+) -> None:
+    first = await store.acquire_lease("a", timedelta(0))  # lapses at once
+    assert first is not None
+
+    renewed = await store.acquire_lease("a", timedelta(seconds=60))
+
+    assert renewed is not None
+    assert renewed.term == first.term

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from socmeth import __version__
-from socmeth.api import jobs, runs, schedules, system
+from socmeth.api import cluster, jobs, runs, schedules, system
 from socmeth.api.errors import ERROR_RESPONSES, error_response, install_error_handlers
 from socmeth.node import Node
 
@@ -35,7 +35,7 @@ def create_app(node: Node) -> FastAPI:
     app.state.node = node
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=node.config.server.max_request_bytes)
-    for module in (jobs, runs, schedules):
+    for module in (jobs, runs, schedules, cluster):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(system.router)
     return app

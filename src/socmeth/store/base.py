@@ -26,7 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from socmeth.dependencies import Plan, Snapshot
@@ -242,6 +242,49 @@ class DependencyGraph:
 
 
 @dataclass(frozen=True)
+class NodeBeat:
+    """What a node says of itself in each heartbeat."""
+
+    id: str
+    address: str
+    version: str
+    started_at: datetime
+    running: int
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A node as the store last heard of it."""
+
+    id: str
+    address: str
+    version: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    running: int
+    stopped_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The leader lease: `holder` leads in `term` until `expires_at` (store clock)."""
+
+    holder: str | None
+    term: int
+    expires_at: datetime | None
+
+    def leader_at(self, now: datetime) -> str | None:
+        """Return the node that holds the lease at `now`, if any."""
+        if self.expires_at is None or self.expires_at <= now:
+            return None
+        return self.holder
+
+    def held_by(self, node_id: str, now: datetime) -> bool:
+        """Tell whether `node_id` holds the lease at `now`."""
+        return self.leader_at(now) == node_id
+
+
+@dataclass(frozen=True)
 class JobCounts:
     enabled: int = 0
     paused: int = 0
@@ -264,6 +307,46 @@ class Store(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise StoreError unless the store answers a trivial query."""
+
+    # Cluster
+
+    @abstractmethod
+    async def store_now(self) -> datetime:
+        """Return the store's clock: what node liveness and the lease are read by.
+
+        PostgreSQL's clock for a shared database; for SQLite, which serves one node,
+        the node's own clock.
+        """
+
+    @abstractmethod
+    async def heartbeat(self, beat: NodeBeat) -> datetime:
+        """Record that a node is alive, at the store's clock; return that instant."""
+
+    @abstractmethod
+    async def mark_stopped(self, node_id: str) -> None:
+        """Record that a node stopped cleanly, so that it reads down at once."""
+
+    @abstractmethod
+    async def list_nodes(self) -> tuple[datetime, list[NodeRecord]]:
+        """Return the store's clock and every node that ever heartbeated, by id."""
+
+    @abstractmethod
+    async def acquire_lease(self, node_id: str, ttl: timedelta) -> Lease | None:
+        """Renew the lease if `node_id` holds it, or take it if it lapsed.
+
+        Taking it raises the term; renewing keeps it, even after a lapse while no
+        other node took the lease. Returns the lease when `node_id` holds it after
+        the call, None while another node's lease runs. Expiry is by the store's
+        clock.
+        """
+
+    @abstractmethod
+    async def release_lease(self, node_id: str, term: int) -> None:
+        """Give the lease up at once, if `node_id` still holds it in `term`."""
+
+    @abstractmethod
+    async def current_lease(self) -> tuple[datetime, Lease]:
+        """Return the store's clock and the lease as stored."""
 
     # Jobs
 

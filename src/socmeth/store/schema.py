@@ -242,3 +242,30 @@ dependency_work = Table(
         primary_key=True,
     ),
 )
+
+# Cluster membership: one row per node that ever heartbeated. A node is up while
+# its heartbeats are fresh by the store's clock (socmeth.cluster).
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("address", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("last_heartbeat_at", UtcDateTime, nullable=False),
+    Column("running", Integer, nullable=False),
+    # Set when the node stopped cleanly, so that it reads down at once.
+    Column("stopped_at", UtcDateTime, nullable=True),
+)
+
+# The leader lease: one row (id 1). Its holder leads until `expires_at` by the
+# store's clock; each new holder raises `term`, which fences the writes of a leader
+# that lost the lease.
+leader_lease = Table(
+    "leader_lease",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("holder", Text, nullable=True),
+    Column("term", BigInteger, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+)

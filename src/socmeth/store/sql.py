@@ -24,7 +24,7 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -50,6 +50,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from socmeth.clock import Clock, SystemClock
 from socmeth.dependencies import (
     JobView,
     Plan,
@@ -93,7 +94,10 @@ from socmeth.store.base import (
     GraphJob,
     JobCounts,
     JobFilter,
+    Lease,
     NewRun,
+    NodeBeat,
+    NodeRecord,
     Page,
     Planner,
     QueuedAttempt,
@@ -124,6 +128,8 @@ from socmeth.store.schema import (
     job_dependencies,
     job_tags,
     jobs,
+    leader_lease,
+    nodes,
     run_waits,
     runs,
 )
@@ -212,11 +218,16 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
-async def open_store(url: str, *, migrate_first: bool = True) -> SqlStore:
-    """Migrate the store at `url` to the latest schema, then open it."""
+async def open_store(
+    url: str, *, migrate_first: bool = True, clock: Clock | None = None
+) -> SqlStore:
+    """Migrate the store at `url` to the latest schema, then open it.
+
+    `clock` is the store's clock on SQLite, the one node's (default: the system's).
+    """
     if migrate_first:
         await asyncio.to_thread(migrate, url)
-    store = SqlStore(create_store_engine(url))
+    store = SqlStore(create_store_engine(url), clock)
     logger.info(
         "store opened at %s",
         make_url(url).render_as_string(hide_password=True),
@@ -306,8 +317,10 @@ def prunable_runs_statement(
 class SqlStore(Store):
     """Implement the store on SQLAlchemy Core over an async engine."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock | None = None) -> None:
+        """Wrap an engine; `clock` is the store's clock on SQLite (see store_now)."""
         self._engine = engine
+        self._clock = clock or SystemClock()
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._dialect = engine.dialect.name
         self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
@@ -341,6 +354,116 @@ class SqlStore(Store):
     async def ping(self) -> None:
         async with self._reading() as conn:
             await conn.execute(select(1))
+
+    # Cluster
+
+    async def store_now(self) -> datetime:
+        async with self._reading() as conn:
+            return await self._now(conn)
+
+    async def _now(self, conn: AsyncConnection) -> datetime:
+        if self._dialect != "postgresql":
+            return self._clock.now()
+        # clock_timestamp(), not now(): the latter is the transaction's start.
+        now = (await conn.execute(select(func.clock_timestamp()))).scalar_one()
+        assert isinstance(now, datetime)
+        return now.astimezone(UTC)
+
+    async def heartbeat(self, beat: NodeBeat) -> datetime:
+        async with self._writing() as conn:
+            now = await self._now(conn)
+            values = {
+                "address": beat.address,
+                "version": beat.version,
+                "started_at": beat.started_at,
+                "last_heartbeat_at": now,
+                "running": beat.running,
+                "stopped_at": None,
+            }
+            statement = _dialect_insert(conn, nodes).values(id=beat.id, **values)
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[nodes.c.id], set_=values
+                )
+            )
+        return now
+
+    async def mark_stopped(self, node_id: str) -> None:
+        async with self._writing() as conn:
+            now = await self._now(conn)
+            await conn.execute(
+                update(nodes).where(nodes.c.id == node_id).values(stopped_at=now)
+            )
+
+    async def list_nodes(self) -> tuple[datetime, list[NodeRecord]]:
+        async with self._reading() as conn:
+            now = await self._now(conn)
+            rows = (await conn.execute(select(nodes).order_by(nodes.c.id))).all()
+        return now, [
+            NodeRecord(
+                id=row.id,
+                address=row.address,
+                version=row.version,
+                started_at=row.started_at,
+                last_heartbeat_at=row.last_heartbeat_at,
+                running=row.running,
+                stopped_at=row.stopped_at,
+            )
+            for row in rows
+        ]
+
+    async def acquire_lease(self, node_id: str, ttl: timedelta) -> Lease | None:
+        async with self._writing() as conn:
+            row = (
+                await conn.execute(
+                    select(leader_lease).where(leader_lease.c.id == 1).with_for_update()
+                )
+            ).one()
+            now = await self._now(conn)
+            held = Lease(row.holder, row.term, row.expires_at)
+            if held.holder == node_id:
+                # Renewed; even after it lapsed, while no other node took it, this
+                # node led all along, so the term stands.
+                term = held.term
+            elif held.expires_at is None or held.expires_at <= now:
+                term = held.term + 1  # taken: a new term fences the old holder
+            else:
+                return None
+            lease = Lease(node_id, term, now + ttl)
+            await conn.execute(
+                update(leader_lease)
+                .where(leader_lease.c.id == 1)
+                .values(holder=node_id, term=term, expires_at=lease.expires_at)
+            )
+        if term != held.term:
+            logger.info(
+                "node %s took the leader lease in term %s",
+                node_id,
+                term,
+                extra={"event": "store.lease_taken", "term": term},
+            )
+        return lease
+
+    async def release_lease(self, node_id: str, term: int) -> None:
+        async with self._writing() as conn:
+            now = await self._now(conn)
+            await conn.execute(
+                update(leader_lease)
+                .where(
+                    leader_lease.c.id == 1,
+                    leader_lease.c.holder == node_id,
+                    leader_lease.c.term == term,
+                )
+                .values(expires_at=now)
+            )
+
+    async def current_lease(self) -> tuple[datetime, Lease]:
+        async with self._reading() as conn:
+            now = await self._now(conn)
+            row = (
+                await conn.execute(select(leader_lease).where(leader_lease.c.id == 1))
+            ).one()
+        return now, Lease(row.holder, row.term, row.expires_at)
 
     # Jobs
 

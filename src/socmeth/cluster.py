@@ -1,0 +1,223 @@
+"""Keep a node's place in the cluster: its heartbeats, and the leader lease.
+
+SPEC "Cluster and failover": every node heartbeats to the store each second and is
+down once silent for 3 s by the store's clock; one leader holds a lease (holder,
+term, expiry by the store's clock, TTL 1.5 s), renewed every 0.5 s, well before it
+lapses. The leader's duties (fires, dependencies, retries, pruning) run only while
+this node holds the lease; losing it stops them at once.
+
+`node_states` is pure: the API shows what it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from socmeth.clock import Clock
+from socmeth.store.base import Lease, NodeBeat, NodeRecord, Store
+from socmeth.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 1.0
+DOWN_AFTER = timedelta(seconds=3)
+LEASE_TTL = timedelta(seconds=1.5)
+RENEW_S = 0.5
+
+
+class NodeState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    EXPECTED = "expected"  # a configured peer never seen
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A node as the API shows it; the times are None for a peer never seen."""
+
+    id: str
+    address: str
+    state: NodeState
+    leader: bool
+    started_at: datetime | None
+    last_heartbeat_at: datetime | None
+    version: str | None
+    running: int
+
+
+def node_states(
+    now: datetime,
+    records: Sequence[NodeRecord],
+    lease: Lease,
+    peers: Sequence[str] = (),
+) -> list[NodeStatus]:
+    """Tell each node's state at the store's `now`, with configured peers never seen.
+
+    A peer is named by its `host:port` address; one that matches no node's address
+    (or id) is `expected`.
+    """
+    statuses = [
+        NodeStatus(
+            id=record.id,
+            address=record.address,
+            state=_state_of(record, now),
+            leader=lease.held_by(record.id, now),
+            started_at=record.started_at,
+            last_heartbeat_at=record.last_heartbeat_at,
+            version=record.version,
+            running=record.running,
+        )
+        for record in records
+    ]
+    seen = {r.address for r in records} | {r.id for r in records}
+    statuses += [
+        NodeStatus(peer, peer, NodeState.EXPECTED, False, None, None, None, 0)
+        for peer in dict.fromkeys(peers)
+        if peer not in seen
+    ]
+    return statuses
+
+
+def _state_of(record: NodeRecord, now: datetime) -> NodeState:
+    if record.stopped_at is not None or now - record.last_heartbeat_at > DOWN_AFTER:
+        return NodeState.DOWN
+    return NodeState.UP
+
+
+class Membership:
+    """Heartbeat this node to the store each second while it runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        describe: Callable[[], NodeBeat],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._describe = describe
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Beat once, so that the node is listed from its start, then every second."""
+        await self._store.heartbeat(self._describe())
+        self._task = asyncio.create_task(self._loop(), name="heartbeat")
+
+    async def stop(self) -> None:
+        """Stop beating and say so, so that the node reads down at once."""
+        await cancel_and_wait(self._task)
+        self._task = None
+        await self._store.mark_stopped(self._describe().id)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._clock.sleep(HEARTBEAT_S)
+            try:
+                await self._store.heartbeat(self._describe())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "heartbeat failed (%s); trying again in %ss",
+                    exc,
+                    HEARTBEAT_S,
+                    extra={"event": "node.heartbeat_failed"},
+                )
+
+
+class Leadership:
+    """Hold the leader lease when this node can, and run the leader's duties then.
+
+    `lead` starts the duties when the lease is taken; `follow` stops them when it
+    is lost (not renewed, or taken by another node in a newer term).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        node_id: str,
+        *,
+        lead: Callable[[int], Awaitable[None]],
+        follow: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._node_id = node_id
+        self._lead = lead
+        self._follow = follow
+        self.lease: Lease | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self.lease is not None
+
+    async def start(self) -> None:
+        """Try for the lease once at once, then keep trying or renewing."""
+        await self._try()
+        self._task = asyncio.create_task(self._loop(), name="leadership")
+
+    async def stop(self) -> None:
+        """Stop the duties and hand the lease over at once, if this node holds it."""
+        await cancel_and_wait(self._task)
+        self._task = None
+        lease = self.lease
+        if lease is not None:
+            await self._step_down("this node is stopping")
+            await self._store.release_lease(self._node_id, lease.term)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._clock.sleep(RENEW_S)
+            await self._try()
+
+    async def _try(self) -> None:
+        try:
+            lease = await self._store.acquire_lease(self._node_id, LEASE_TTL)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Unrenewed, the lease lapses within its TTL, when another node may take
+            # it: stop acting as leader now rather than risk two.
+            log.warning(
+                "renewing the leader lease failed (%s)",
+                exc,
+                extra={"event": "node.lease_failed"},
+            )
+            lease = None
+        if lease is not None and self.lease is None:
+            self.lease = lease
+            log.info(
+                "node %s leads in term %s",
+                self._node_id,
+                lease.term,
+                extra={"event": "node.leading", "term": lease.term},
+            )
+            await self._lead(lease.term)
+        elif lease is None and self.lease is not None:
+            await self._step_down("the lease was not renewed")
+        elif lease is not None and self.lease is not None:
+            if lease.term != self.lease.term:
+                # Another node led in between: start the duties afresh.
+                await self._step_down(f"another node led before term {lease.term}")
+                self.lease = lease
+                await self._lead(lease.term)
+            self.lease = lease
+
+    async def _step_down(self, why: str) -> None:
+        term = self.lease.term if self.lease else None
+        self.lease = None
+        log.warning(
+            "node %s stops leading (term %s): %s",
+            self._node_id,
+            term,
+            why,
+            extra={"event": "node.following", "term": term},
+        )
+        await self._follow()
