@@ -8,7 +8,8 @@
     ├── ConflictError        the request clashes with stored state (duplicate name)
     │   └── ChangedError     the job changed after it was read for this change
     ├── LimitError           a size or count limit was exceeded
-    └── StoreError           the store failed or is unreachable
+    ├── StoreError           the store failed or is unreachable
+    └── FencedError          a leader's write came after another node took the lease
 
 The API maps ValidationError to 422, NotFoundError to 404, ConflictError to 409 and
 LimitError to 413; the CLI prints the message without a traceback.
@@ -90,3 +91,7 @@ class LimitError(SocmethError):
 
 class StoreError(SocmethError):
     """Report that the store failed or cannot be reached."""
+
+
+class FencedError(SocmethError):
+    """Refuse a leader's write made in a term that is over: another node leads now."""

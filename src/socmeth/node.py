@@ -31,7 +31,7 @@ from socmeth.pruner import Pruner
 from socmeth.queue.base import Queue
 from socmeth.queue.memory import MemoryQueue
 from socmeth.scheduler import Scheduler
-from socmeth.store.base import NodeBeat, Store
+from socmeth.store.base import Fence, NodeBeat, Store
 from socmeth.store.sql import open_store
 from socmeth.worker import WorkerPool
 
@@ -163,8 +163,9 @@ class Node:
         """Start the leader's duties: fires, dependencies, retries, pruning."""
         assert self.scheduler is not None
         assert self.pruner is not None
-        self.scheduler.start()
-        self.pruner.start()
+        fence = Fence(self.info.id, term)
+        self.scheduler.start(fence)
+        self.pruner.start(fence)
 
     async def _follow(self) -> None:
         """Stop the leader's duties at once: another node may lead now."""

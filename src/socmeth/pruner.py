@@ -11,7 +11,7 @@ import logging
 from datetime import timedelta
 
 from socmeth.clock import Clock
-from socmeth.store.base import Store
+from socmeth.store.base import Fence, Store
 from socmeth.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,11 @@ class Pruner:
         self._clock = clock
         self._retention = timedelta(days=retention_days)
         self._task: asyncio.Task[None] | None = None
+        self._fence: Fence | None = None
 
-    def start(self) -> None:
+    def start(self, fence: Fence | None = None) -> None:
+        """Start pruning, each deletion fenced by the leadership it runs under."""
+        self._fence = fence
         self._task = asyncio.create_task(self._loop(), name="pruner")
 
     async def stop(self) -> None:
@@ -40,7 +43,9 @@ class Pruner:
         """Delete every run past retention, batch by batch; return how many."""
         cutoff = self._clock.now() - self._retention
         total = 0
-        while deleted := await self._store.prune_runs(cutoff, PRUNE_BATCH):
+        while deleted := await self._store.prune_runs(
+            cutoff, PRUNE_BATCH, fence=self._fence
+        ):
             total += deleted
             await asyncio.sleep(0)  # let fires and attempts through between batches
         if total:

@@ -27,11 +27,19 @@ from datetime import datetime
 
 from socmeth.clock import Clock
 from socmeth.dependencies import plan_dependencies
+from socmeth.errors import FencedError
 from socmeth.fires import plan_job_fires
 from socmeth.metrics import Metrics
 from socmeth.models import Run, RunState
 from socmeth.queue.base import Queue
-from socmeth.store.base import FireAdvance, GiveUp, NewRun, QueuedAttempt, Store
+from socmeth.store.base import (
+    Fence,
+    FireAdvance,
+    GiveUp,
+    NewRun,
+    QueuedAttempt,
+    Store,
+)
 from socmeth.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -69,14 +77,20 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self.started_at: datetime | None = None
         self.failing: str | None = None  # why the last turns failed, while they do
+        self.fence: Fence | None = None
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def start(self) -> None:
-        """Start the loop; fires before this instant count as missed."""
+    def start(self, fence: Fence | None = None) -> None:
+        """Start the loop; fires before this instant count as missed.
+
+        With a `fence`, every write of the loop is made under that leadership: once
+        another node took the lease, the loop ends instead of writing.
+        """
         self.started_at = self._clock.now()
+        self.fence = fence
         self._task = asyncio.create_task(self._loop(), name="scheduler")
 
     def wake(self) -> None:
@@ -98,6 +112,13 @@ class Scheduler:
                 self.failing = None
             except asyncio.CancelledError:
                 raise
+            except FencedError as exc:
+                # Another node leads: this node's leadership stops the loop, and
+                # meanwhile nothing more is tried.
+                log.warning(
+                    "scheduler stops: %s", exc, extra={"event": "scheduler.fenced"}
+                )
+                return
             except Exception as exc:
                 delay = ERROR_BACKOFF_S[min(failures, len(ERROR_BACKOFF_S) - 1)]
                 failures += 1
@@ -167,9 +188,13 @@ class Scheduler:
                 cancel_ids.extend(plan.cancel_run_ids)
                 give_ups.extend(plan.give_ups)
             for run_id in cancel_ids:
-                await self._store.cancel_run(run_id, "replaced by a newer fire", now)
+                await self._store.cancel_run(
+                    run_id, "replaced by a newer fire", now, fence=self.fence
+                )
             self._stop_local(cancel_ids)
-            created = await self._store.record_fires(advances, new_runs, now, give_ups)
+            created = await self._store.record_fires(
+                advances, new_runs, now, give_ups, fence=self.fence
+            )
             queued.extend(self._note_created(created))
             if len(jobs) < BATCH:
                 break
@@ -181,7 +206,9 @@ class Scheduler:
             # Each pass reads the clock: the runs it makes or ends are stamped with
             # its own instant, not the turn's, which many passes may have aged.
             now = max(now, self._clock.now())
-            done = await self._store.resolve_dependencies(now, BATCH, plan_dependencies)
+            done = await self._store.resolve_dependencies(
+                now, BATCH, plan_dependencies, fence=self.fence
+            )
             if not done.worked:
                 break
             queued.extend(
@@ -234,7 +261,7 @@ class Scheduler:
     async def _start_due_retries(self, now: datetime) -> list[QueuedAttempt]:
         queued: list[QueuedAttempt] = []
         for run in await self._store.due_retries(now, BATCH):
-            attempt = await self._store.start_retry(run.id, now)
+            attempt = await self._store.start_retry(run.id, now, fence=self.fence)
             if attempt is None:
                 continue
             queued.append(attempt)

@@ -887,7 +887,7 @@ async def test_a_put_racing_a_rename_is_applied_to_the_renamed_job(
 async def test_readyz_answers_503_while_scheduler_turns_keep_failing(
     client: httpx.AsyncClient, node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*_: object) -> None:
+    async def broken(*_: object, **__: object) -> None:
         raise StoreError("the store broke")
 
     monkeypatch.setattr(node.store, "resolve_dependencies", broken)

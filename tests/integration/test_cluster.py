@@ -12,7 +12,11 @@ import pytest
 from socmeth.clock import FakeClock
 from socmeth.cluster import RENEW_S, Leadership, Membership
 from socmeth.errors import StoreError
-from socmeth.store.base import NodeBeat
+from socmeth.metrics import Metrics
+from socmeth.models import JobDefinition, JobType
+from socmeth.queue.memory import MemoryQueue
+from socmeth.scheduler import Scheduler
+from socmeth.store.base import Fence, NodeBeat
 from socmeth.store.sql import SqlStore, open_store
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -97,7 +101,7 @@ async def test_a_leader_whose_renewal_fails_stops_leading_at_once(
     await a.start()
     try:
 
-        async def unreachable(*_: object) -> None:
+        async def unreachable(*_: object, **__: object) -> None:
             raise StoreError("the store cannot be reached")
 
         monkeypatch.setattr(store, "acquire_lease", unreachable)
@@ -155,3 +159,34 @@ async def test_membership_beats_from_the_start_and_reads_stopped_after(
     await membership.stop()
     (stopped,) = (await store.list_nodes())[1]
     assert stopped.stopped_at == T0 + timedelta(seconds=1)
+
+
+async def test_a_scheduler_whose_leadership_was_taken_over_stops_writing(
+    store: SqlStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    lease = await store.acquire_lease("a", timedelta(0))  # lapses at once
+    assert lease is not None
+    scheduler = Scheduler(
+        store,
+        MemoryQueue(),
+        clock,
+        Metrics(),
+        "a",
+        stop_local=lambda run_ids: None,
+    )
+    assert await store.acquire_lease("b", timedelta(seconds=60)) is not None
+    definition = JobDefinition(
+        name="due", type=JobType.COMMAND, command="true", schedule="* * * * *"
+    )
+    job = await store.create_job(definition, T0, T0)  # due now
+
+    scheduler.start(Fence("a", lease.term))
+    await until(lambda: not scheduler.running, "the fenced scheduler stopping")
+
+    assert (await store.get_job(job.id)).next_fire_at == T0  # it wrote nothing
+
+    assert any(
+        getattr(record, "event", None) == "scheduler.fenced"
+        for record in caplog.records
+    )
+    await scheduler.stop()

@@ -810,7 +810,7 @@ async def test_a_failing_dependency_pass_keeps_the_fires_of_its_turn_queued(
     h = harness
     await h.add("minutely", schedule="* * * * *")
 
-    async def broken(*_: object) -> None:
+    async def broken(*_: object, **__: object) -> None:
         raise RuntimeError("the dependency pass broke")
 
     monkeypatch.setattr(h.store, "resolve_dependencies", broken)
@@ -827,7 +827,7 @@ async def test_a_scheduler_failing_turn_after_turn_says_so(
 ) -> None:
     h = harness
 
-    async def broken(*_: object) -> None:
+    async def broken(*_: object, **__: object) -> None:
         raise RuntimeError("the dependency pass broke")
 
     monkeypatch.setattr(h.store, "resolve_dependencies", broken)

@@ -21,8 +21,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Select, Table, event, func, select, text, update
 
-from socmeth.dependencies import Link, Plan, Snapshot
-from socmeth.errors import ConfigError, ConflictError, NotFoundError, StoreError
+from socmeth.dependencies import Link, Plan, Snapshot, plan_dependencies
+from socmeth.errors import (
+    ConfigError,
+    ConflictError,
+    FencedError,
+    NotFoundError,
+    StoreError,
+)
 from socmeth.errors import ValidationError as InputError
 from socmeth.models import (
     Attempt,
@@ -40,6 +46,7 @@ from socmeth.models import (
 from socmeth.store.base import (
     AttemptFinish,
     AttemptOutcome,
+    Fence,
     FireAdvance,
     JobFilter,
     NewRun,
@@ -1488,3 +1495,52 @@ async def test_a_holder_renews_its_lapsed_lease_in_its_term_if_nobody_took_it(
 
     assert renewed is not None
     assert renewed.term == first.term
+
+
+async def _lost_lease(store: SqlStore) -> tuple[Fence, Fence]:
+    """Let "a" lead in a lease that lapses at once and "b" take it over."""
+    first = await store.acquire_lease("a", timedelta(0))
+    assert first is not None
+    second = await store.acquire_lease("b", timedelta(seconds=60))
+    assert second is not None
+    return Fence("a", first.term), Fence("b", second.term)
+
+
+async def test_fires_are_written_only_under_the_lease_they_were_planned_in(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    stale, current = await _lost_lease(store)
+    advance = [FireAdvance(job.id, NOW, NOW + MINUTE)]
+    fire_run = [NewRun(job.id, Trigger.SCHEDULE, NOW)]
+
+    with pytest.raises(FencedError) as refused:
+        await store.record_fires(advance, fire_run, NOW, fence=stale)
+    assert "lease is now b's in term 2" in str(refused.value)
+    assert (await store.get_job(job.id)).next_fire_at == NOW  # nothing written
+
+    assert len(await store.record_fires(advance, fire_run, NOW, fence=current)) == 1
+
+
+async def test_every_leader_write_refuses_a_stale_fence(store: SqlStore) -> None:
+    job = await add_job(store, retries=1)
+    await add_job(store, "after", depends_on=("backup",))
+    run = await fire(store, job, NOW)
+    attempt = await claim(store, run)
+    await finish(store, attempt, retry_at(NOW))
+    stale, _ = await _lost_lease(store)
+
+    with pytest.raises(FencedError):
+        await store.start_retry(run.id, NOW, fence=stale)
+    with pytest.raises(FencedError):
+        await store.cancel_run(run.id, "replaced by a newer fire", NOW, fence=stale)
+    with pytest.raises(FencedError):
+        await store.prune_runs(NOW + timedelta(days=1), 10, fence=stale)
+    after = await store.get_job_by_name("after")
+    waiting = await fire(store, after, NOW, state=RunState.WAITING)
+    with pytest.raises(FencedError):
+        await store.resolve_dependencies(NOW, 10, plan_dependencies, fence=stale)
+
+    assert (await store.get_run(run.id)).state is RunState.QUEUED
+    assert len((await store.get_run(run.id)).attempts) == 1
+    assert (await store.get_run(waiting.id)).state is RunState.WAITING

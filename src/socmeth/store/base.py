@@ -18,7 +18,9 @@ Every implementation keeps these invariants, which the scheduler and workers rel
 
 All instants are aware UTC datetimes. Methods raise `NotFoundError` for a missing job,
 run or attempt, `ConflictError` for a clash with stored state and `StoreError` when
-the store itself fails.
+the store itself fails. The leader's writes (`record_fires`, `resolve_dependencies`,
+`start_retry`, `prune_runs`, and `cancel_run` for a fire's replace) take a `Fence`
+and raise `FencedError`, writing nothing, once another node took the lease.
 """
 
 from __future__ import annotations
@@ -285,6 +287,19 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Fence:
+    """Name the leadership a write is made under: `holder` leading in `term`.
+
+    A fenced write checks, in its own transaction, that the lease still has this
+    holder and term, and raises FencedError otherwise, so that a leader that lost
+    the lease (paused, cut off) cannot act on it.
+    """
+
+    holder: str
+    term: int
+
+
+@dataclass(frozen=True)
 class JobCounts:
     enabled: int = 0
     paused: int = 0
@@ -431,6 +446,8 @@ class Store(ABC):
         runs: Sequence[NewRun],
         now: datetime,
         give_ups: Sequence[GiveUp] = (),
+        *,
+        fence: Fence | None = None,
     ) -> list[Run]:
         """Create runs for fires and move next fires on, in one transaction.
 
@@ -458,7 +475,12 @@ class Store(ABC):
 
     @abstractmethod
     async def resolve_dependencies(
-        self, now: datetime, limit: int, planner: Planner
+        self,
+        now: datetime,
+        limit: int,
+        planner: Planner,
+        *,
+        fence: Fence | None = None,
     ) -> DependencyPass:
         """Take one pass over the dependency work list, in one transaction.
 
@@ -498,7 +520,9 @@ class Store(ABC):
         """Count runs by state."""
 
     @abstractmethod
-    async def cancel_run(self, run_id: int, reason: str, now: datetime) -> Run:
+    async def cancel_run(
+        self, run_id: int, reason: str, now: datetime, *, fence: Fence | None = None
+    ) -> Run:
         """Cancel a run.
 
         A run with no running attempt ends `cancelled` at once (its queued attempt,
@@ -507,7 +531,9 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def prune_runs(self, finished_before: datetime, limit: int) -> int:
+    async def prune_runs(
+        self, finished_before: datetime, limit: int, *, fence: Fence | None = None
+    ) -> int:
         """Delete up to `limit` ended runs finished before the instant; return count."""
 
     # Attempts
@@ -552,7 +578,9 @@ class Store(ABC):
         """Return queued runs whose pending retry is due."""
 
     @abstractmethod
-    async def start_retry(self, run_id: int, now: datetime) -> QueuedAttempt | None:
+    async def start_retry(
+        self, run_id: int, now: datetime, *, fence: Fence | None = None
+    ) -> QueuedAttempt | None:
         """Create the run's next attempt, queued, and clear its pending retry.
 
         None when the run no longer waits for a retry (cancelled meanwhile).

@@ -65,6 +65,7 @@ from socmeth.errors import (
     ChangedError,
     ConfigError,
     ConflictError,
+    FencedError,
     NotFoundError,
     StoreError,
     ValidationError,
@@ -88,6 +89,7 @@ from socmeth.store.base import (
     ClaimedAttempt,
     DependencyGraph,
     DependencyPass,
+    Fence,
     FinishedAttempts,
     FireAdvance,
     GiveUp,
@@ -633,11 +635,14 @@ class SqlStore(Store):
         runs: Sequence[NewRun],
         now: datetime,
         give_ups: Sequence[GiveUp] = (),
+        *,
+        fence: Fence | None = None,
     ) -> list[Run]:
         if not advances and not runs:
             return []
 
         async with self._writing() as conn:
+            await _check_fence(conn, fence)
             job_ids = {a.job_id for a in advances} | {r.job_id for r in runs}
             current = await _next_fires(conn, job_ids)
             held_back = await _advance_fires(conn, advances, current)
@@ -686,12 +691,18 @@ class SqlStore(Store):
         return run
 
     async def resolve_dependencies(
-        self, now: datetime, limit: int, planner: Planner
+        self,
+        now: datetime,
+        limit: int,
+        planner: Planner,
+        *,
+        fence: Fence | None = None,
     ) -> DependencyPass:
         if not await self._dependency_work_due(now):
             return DependencyPass()
 
         async with self._writing() as conn:
+            await _check_fence(conn, fence)
             work_ids = list(
                 (
                     await conn.execute(
@@ -832,8 +843,11 @@ class SqlStore(Store):
             stored = {RunState(r[0]): int(r[1]) for r in await conn.execute(query)}
         return RunCounts(by_state={state: stored.get(state, 0) for state in RunState})
 
-    async def cancel_run(self, run_id: int, reason: str, now: datetime) -> Run:
+    async def cancel_run(
+        self, run_id: int, reason: str, now: datetime, *, fence: Fence | None = None
+    ) -> Run:
         async with self._writing() as conn:
+            await _check_fence(conn, fence)
             run = await _fetch_run(conn, run_id, for_update=True)
             if not run.state.is_active:
                 return run
@@ -855,12 +869,15 @@ class SqlStore(Store):
         )
         return cancelled
 
-    async def prune_runs(self, finished_before: datetime, limit: int) -> int:
+    async def prune_runs(
+        self, finished_before: datetime, limit: int, *, fence: Fence | None = None
+    ) -> int:
         if limit <= 0:
             return 0
 
         query = prunable_runs_statement(finished_before, limit)
         async with self._writing() as conn:
+            await _check_fence(conn, fence)
             run_ids = list((await conn.execute(query)).scalars())
             for chunk in _chunks(run_ids):
                 await _delete_runs(conn, chunk)
@@ -1019,8 +1036,11 @@ class SqlStore(Store):
             rows = (await conn.execute(query)).all()
             return await _with_attempts(conn, rows)
 
-    async def start_retry(self, run_id: int, now: datetime) -> QueuedAttempt | None:
+    async def start_retry(
+        self, run_id: int, now: datetime, *, fence: Fence | None = None
+    ) -> QueuedAttempt | None:
         async with self._writing() as conn:
+            await _check_fence(conn, fence)
             run = await _fetch_run(conn, run_id, for_update=True)
             if run.state is not RunState.QUEUED or run.next_attempt_at is None:
                 return None
@@ -1104,6 +1124,27 @@ class SqlStore(Store):
 
 
 # Errors and small values
+
+
+async def _check_fence(conn: AsyncConnection, fence: Fence | None) -> None:
+    """Refuse a leader's write once the lease has another holder or term.
+
+    The lease row is read FOR SHARE (on PostgreSQL): a takeover's update of it waits
+    until this transaction ends, so the write cannot commit in a term that is over.
+    """
+    if fence is None:
+        return
+    query = (
+        select(leader_lease.c.holder, leader_lease.c.term)
+        .where(leader_lease.c.id == 1)
+        .with_for_update(read=True)
+    )
+    holder, term = (await conn.execute(query)).one()
+    if (holder, term) != (fence.holder, fence.term):
+        raise FencedError(
+            f"node {fence.holder} no longer leads: it led in term {fence.term}, and "
+            f"the lease is now {holder or 'nobody'}'s in term {term}"
+        )
 
 
 def _dialect_insert(
