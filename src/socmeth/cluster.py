@@ -109,10 +109,22 @@ class Membership:
         self._task = asyncio.create_task(self._loop(), name="heartbeat")
 
     async def stop(self) -> None:
-        """Stop beating and say so, so that the node reads down at once."""
+        """Stop beating and say so, so that the node reads down at once.
+
+        Saying so may fail (the store is down or busy): the node then reads down
+        once its last heartbeat is 3 s old, and stopping goes on.
+        """
         await cancel_and_wait(self._task)
         self._task = None
-        await self._store.mark_stopped(self._describe().id)
+        try:
+            await self._store.mark_stopped(self._describe().id)
+        except Exception as exc:
+            log.warning(
+                "could not record this node's stop (%s); it reads down in %ss",
+                exc,
+                DOWN_AFTER.total_seconds(),
+                extra={"event": "node.stop_unrecorded"},
+            )
 
     async def _loop(self) -> None:
         while True:
@@ -168,9 +180,19 @@ class Leadership:
         await cancel_and_wait(self._task)
         self._task = None
         lease = self.lease
-        if lease is not None:
-            await self._step_down("this node is stopping")
+        if lease is None:
+            return
+        await self._step_down("this node is stopping")
+        try:
             await self._store.release_lease(self._node_id, lease.term)
+        except Exception as exc:
+            # The lease then lapses within its TTL, and another node takes it.
+            log.warning(
+                "could not hand the leader lease over (%s); it lapses in %ss",
+                exc,
+                LEASE_TTL.total_seconds(),
+                extra={"event": "node.lease_unreleased"},
+            )
 
     async def _loop(self) -> None:
         while True:

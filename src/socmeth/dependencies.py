@@ -41,6 +41,10 @@ from socmeth.models import RunState
 K = TypeVar("K", bound=Hashable)
 
 MAX_DEPENDENCIES = 100  # per job
+# Runs one pass may create (demands and pushes). A pass is one write transaction;
+# one success of a job that 5,000 others depend on must not hold the store for
+# seconds. What a pass leaves goes back on the work list for the next one.
+MAX_NEW_RUNS_PER_PASS = 200
 _MAX_REASON = 1000
 
 # The graph
@@ -219,7 +223,12 @@ class PushedRun:
 
 @dataclass
 class Plan:
-    """The writes of one pass; `consumed` maps job ids to their new `consumed_at`."""
+    """The writes of one pass; `consumed` maps job ids to their new `consumed_at`.
+
+    `leftover` names the runs the pass had no room for (waiting runs not resolved,
+    successes whose dependents were not all pushed): they go back on the work list,
+    and looking at them again is harmless.
+    """
 
     demanded: list[DemandedRun] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
@@ -227,6 +236,11 @@ class Plan:
     ended: list[RunEnd] = field(default_factory=list)
     pushed: list[PushedRun] = field(default_factory=list)
     consumed: dict[int, datetime] = field(default_factory=dict)
+    leftover: list[int] = field(default_factory=list)
+
+    @property
+    def new_runs(self) -> int:
+        return len(self.demanded) + len(self.pushed)
 
     @property
     def empty(self) -> bool:
@@ -235,9 +249,15 @@ class Plan:
         )
 
 
-def plan_dependencies(snapshot: Snapshot, now: datetime) -> Plan:
-    """Decide, for one pass, what waiting runs and successes lead to."""
-    return _Planner(snapshot, now).plan()
+def plan_dependencies(
+    snapshot: Snapshot, now: datetime, max_new_runs: int = MAX_NEW_RUNS_PER_PASS
+) -> Plan:
+    """Decide, for one pass, what waiting runs and successes lead to.
+
+    Once the plan creates `max_new_runs` runs, the rest of the snapshot is left
+    for the next pass (`Plan.leftover`).
+    """
+    return _Planner(snapshot, now, max_new_runs).plan()
 
 
 def give_up_at(timeout: timedelta | None, created_at: datetime) -> datetime | None:
@@ -248,7 +268,8 @@ def give_up_at(timeout: timedelta | None, created_at: datetime) -> datetime | No
 class _Planner:
     """Walk a snapshot once, keeping what the plan changed so far."""
 
-    def __init__(self, snapshot: Snapshot, now: datetime) -> None:
+    def __init__(self, snapshot: Snapshot, now: datetime, max_new_runs: int) -> None:
+        self._max_new_runs = max_new_runs
         self._jobs = snapshot.jobs
         self._snapshot = snapshot
         self._now = now
@@ -261,10 +282,18 @@ class _Planner:
 
     def plan(self) -> Plan:
         for waiting in self._snapshot.waiting:
-            self._resolve(waiting)
+            if self._full:
+                self._plan.leftover.append(waiting.run.id)
+            else:
+                self._resolve(waiting)
         for success in self._snapshot.successes:
-            self._push_after(success)
+            if self._full or not self._push_after(success):
+                self._plan.leftover.append(success.id)
         return self._plan
+
+    @property
+    def _full(self) -> bool:
+        return self._plan.new_runs >= self._max_new_runs
 
     # Waiting runs
 
@@ -386,8 +415,11 @@ class _Planner:
 
     # Pushes
 
-    def _push_after(self, success: RunView) -> None:
+    def _push_after(self, success: RunView) -> bool:
+        """Push the dependents a success made ready; False if room ran out first."""
         for job_id in self._snapshot.downstream.get(success.job_id, ()):
+            if self._full:
+                return False
             job = self._jobs[job_id]
             if (
                 job.scheduled
@@ -404,6 +436,7 @@ class _Planner:
                 self._plan.links.extend(Link(key, run.job_id, run.id) for run in fresh)
                 self._active[job.id].append(key)
                 self._consume(job, fresh)
+        return True
 
 
 def _upstream_reason(dep: JobView, link: RunView) -> str:

@@ -893,3 +893,26 @@ async def test_pausing_a_job_that_changed_meanwhile_keeps_the_change(
 
     assert not paused.definition.enabled
     assert paused.definition.depends_on == ("renamed",)
+
+
+async def test_a_success_with_many_dependents_pushes_them_over_several_passes(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.add("root")
+    for index in range(450):
+        await h.add(f"leaf-{index}", "root")
+    await h.trigger("root")
+    await h.finish("root")
+
+    created = []
+    while (
+        done := await h.store.resolve_dependencies(
+            h.clock.now(), 1000, plan_dependencies
+        )
+    ).worked:
+        created.append(len(done.queued))
+
+    assert created == [200, 200, 50]  # each pass a short transaction
+    counts = await h.store.count_runs()
+    assert counts.by_state[RunState.QUEUED] == 450  # each leaf once

@@ -464,3 +464,31 @@ def test_a_diamond_demands_each_job_once_across_passes() -> None:
     assert third.released == [41, 42]
     assert third.demanded == []
     assert third.pushed == []
+
+
+# A pass's budget
+
+
+def test_a_pass_creates_at_most_its_budget_and_leaves_the_rest() -> None:
+    success = succeeded(5, 1, at(10))
+    dependents = [job(i, 1, scheduled=False) for i in range(10, 15)]
+    jobs = [job(1, success=success), *dependents]
+
+    by_id = {j.id: j for j in jobs}
+    snapshot = Snapshot(by_id, [], [success], {1: [j.id for j in dependents]})
+    plan = plan_dependencies(snapshot, NOW, max_new_runs=2)
+
+    assert [p.job_id for p in plan.pushed] == [10, 11]
+    assert plan.leftover == [5]  # the success, to push the others next pass
+
+
+def test_waiting_runs_past_the_budget_are_left_for_the_next_pass() -> None:
+    jobs = [job(1), job(2), job(3, 1), job(4, 2)]
+    plan = plan_dependencies(
+        Snapshot({j.id: j for j in jobs}, [waiting(30, 3), waiting(40, 4)]),
+        NOW,
+        max_new_runs=1,
+    )
+
+    assert [d.needed_by_run_id for d in plan.demanded] == [30]
+    assert plan.leftover == [40]

@@ -883,7 +883,7 @@ class SqlStore(Store):
                 await _delete_runs(conn, chunk)
 
         if run_ids:
-            logger.info(
+            logger.debug(
                 "pruned %s runs finished before %s",
                 len(run_ids),
                 finished_before.isoformat(),
@@ -2289,6 +2289,7 @@ async def _apply_plan(
     ended = await _end_waiting(
         conn, [(end.run_id, end.state, end.reason) for end in plan.ended], now
     )
+    await _add_work(conn, plan.leftover)
     # A waiting run linked to an upstream that is no longer active (a success that
     # feeds it, or a run that ended since the snapshot) is looked at again next
     # pass; released, ended and pushed runs are done with.
