@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -1133,21 +1133,28 @@ async def test_writers_in_one_process_take_turns(store: SqlStore) -> None:
 # SQLite and migrations
 
 
-def sqlite_only(store: SqlStore) -> None:
-    if store.engine.dialect.name != "sqlite":
-        pytest.skip("checks SQLite's own settings")
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """Yield a migrated SQLite store, for the checks of SQLite's own settings."""
+    opened = await open_store(f"sqlite:///{tmp_path / 'data' / 'socmeth.db'}")
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
-async def test_reads_do_not_wait_for_the_write_lock(store: SqlStore) -> None:
-    sqlite_only(store)
+async def test_reads_do_not_wait_for_the_write_lock(sqlite_store: SqlStore) -> None:
+    store = sqlite_store
     job = await add_job(store)
 
     async with store._write_lock:
         assert await asyncio.wait_for(store.get_job(job.id), timeout=5) == job
 
 
-async def test_sqlite_writes_take_the_write_lock_at_begin(store: SqlStore) -> None:
-    sqlite_only(store)
+async def test_sqlite_writes_take_the_write_lock_at_begin(
+    sqlite_store: SqlStore,
+) -> None:
+    store = sqlite_store
     sent: list[str] = []
     event.listen(
         store.engine.sync_engine,
@@ -1165,10 +1172,11 @@ async def test_sqlite_writes_take_the_write_lock_at_begin(store: SqlStore) -> No
 
 
 async def test_two_stores_on_one_file_write_without_busy_errors(
-    store: SqlStore, store_url: str
+    sqlite_store: SqlStore,
 ) -> None:
-    sqlite_only(store)
-    other = await open_store(store_url, migrate_first=False)
+    store = sqlite_store
+    url = store.engine.url.render_as_string(hide_password=False)
+    other = await open_store(url, migrate_first=False)
     made = [await add_job(s, f"job-{i}") for i, s in enumerate((store, other) * 5)]
 
     async def fire_all(on: SqlStore, offset: int) -> None:
@@ -1188,9 +1196,9 @@ async def test_two_stores_on_one_file_write_without_busy_errors(
 
 
 async def test_sqlite_connections_use_wal_and_the_store_pragmas(
-    store: SqlStore,
+    sqlite_store: SqlStore,
 ) -> None:
-    sqlite_only(store)
+    store = sqlite_store
     async with store.engine.connect() as conn:
         values = [
             (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
@@ -1217,9 +1225,9 @@ def assert_no_table_scan(plan: str) -> None:
 
 
 async def test_the_due_query_is_a_range_scan_of_the_next_fire_index(
-    store: SqlStore,
+    sqlite_store: SqlStore,
 ) -> None:
-    sqlite_only(store)
+    store = sqlite_store
 
     plan = await query_plan(store, due_jobs_statement(NOW, 100))
 
@@ -1240,9 +1248,9 @@ async def test_the_due_query_is_a_range_scan_of_the_next_fire_index(
     ids=["next-due", "due-retries", "prune"],
 )
 async def test_scheduler_queries_read_indexes_only(
-    store: SqlStore, statement: Select[*tuple[Any, ...]], indexes: list[str]
+    sqlite_store: SqlStore, statement: Select[*tuple[Any, ...]], indexes: list[str]
 ) -> None:
-    sqlite_only(store)
+    store = sqlite_store
 
     plan = await query_plan(store, statement)
 
