@@ -944,7 +944,6 @@ async def test_a_linked_run_ending_after_the_link_is_dependency_work(
     waiting = await fire(store, downstream, NOW, state=RunState.WAITING)
     running = await claim(store, await fire(store, upstream, NOW))
     # Nothing depends on extract's job any more, as far as the graph says...
-    await store.update_job(downstream.id, downstream.definition, None, NOW)
     await store.update_job(
         downstream.id, replace(downstream.definition, depends_on=()), None, NOW
     )

@@ -89,13 +89,4 @@ async def cluster(node: NodeDep) -> ClusterOut:
 
 
 def _node_out(status: NodeStatus) -> NodeOut:
-    return NodeOut(
-        id=status.id,
-        address=status.address,
-        state=status.state,
-        leader=status.leader,
-        started_at=status.started_at,
-        last_heartbeat_at=status.last_heartbeat_at,
-        version=status.version,
-        running=status.running,
-    )
+    return NodeOut.model_validate(status, from_attributes=True)

@@ -7,7 +7,6 @@ through `node.jobs`, which keeps next fires and the scheduler right.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -78,14 +77,15 @@ async def update_job(node: NodeDep, ref: JobRef, body: JobPatch) -> JobOut:
     meanwhile (a concurrent update, or a rename of a job it depends on), they are
     applied again to the new version.
     """
-    for _ in range(CHANGED_RETRIES - 1):
+    for tries_left in reversed(range(CHANGED_RETRIES)):
         job = await node.jobs.resolve(ref)
         definition = apply_patch(job.definition, body, node.config)
-        with contextlib.suppress(ChangedError):
+        try:
             return job_out(await node.jobs.update(job, definition))
-    job = await node.jobs.resolve(ref)
-    definition = apply_patch(job.definition, body, node.config)
-    return job_out(await node.jobs.update(job, definition))
+        except ChangedError:
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 @router.delete("/{ref}", status_code=204)
