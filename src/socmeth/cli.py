@@ -60,8 +60,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @_config_options
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default 8080).")
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
-@click.option("--node-id", help="Name of this node in a cluster (cluster mode).")
-@click.option("--peers", help="Other nodes expected, host:port,... (cluster mode).")
+@click.option("--node-id", help="Name of this node (default: the host name).")
+@click.option("--peers", help="The other nodes expected, host:port,... (cluster mode).")
 def serve(
     config_path: Path | None,
     data_dir: Path | None,
@@ -73,16 +73,15 @@ def serve(
     """Run the scheduler, the workers and the API until SIGTERM or SIGINT."""
     from socmeth.server import serve as run_server
 
-    for flag, value in (("--node-id", node_id), ("--peers", peers)):
-        if value is not None:
-            raise click.UsageError(
-                f"{flag} belongs to cluster mode, which is not available yet "
-                "(issue 4); leave it out to serve in embedded mode"
-            )
-
     config = _load(
         config_path,
-        {"server.port": port, "server.host": host, "server.data_dir": data_dir},
+        {
+            "server.port": port,
+            "server.host": host,
+            "server.data_dir": data_dir,
+            "cluster.node_id": node_id,
+            "cluster.peers": peers,
+        },
     )
     configure_logging(config.logging.level, config.logging.format)
     run_server(config)

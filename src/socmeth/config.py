@@ -9,6 +9,7 @@ value that is wrong stops the start with a `ConfigError` naming it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,6 +35,7 @@ Number = Annotated[float, Strict()]
 Switch = Annotated[bool, Strict()]
 
 ENV_PREFIX = "SOCMETH_"
+NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ENV_ALIASES = {"POSTGRES_URL": ("database", "url"), "REDIS_URL": ("redis", "url")}
 
 
@@ -104,6 +106,56 @@ class LimitsConfig(_Section):
     output_bytes: Int = Field(1024 * 1024, ge=1024)
 
 
+class ClusterConfig(_Section):
+    """Name this node and the peers the operator expects (cluster mode)."""
+
+    node_id: str | None = None  # None: the host name
+    # Other nodes as host:port; from the environment or a flag, comma-separated.
+    peers: tuple[str, ...] = ()
+    # host:port other nodes and the UI reach this node at; None: derived from
+    # server.host (the host name when it listens on every address) and server.port.
+    advertise: str | None = None
+
+    @field_validator("node_id")
+    @classmethod
+    def _plain_id(cls, node_id: str | None) -> str | None:
+        if node_id is None:
+            return None
+        if not NODE_ID.fullmatch(node_id):
+            raise ValueError(
+                "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit"
+            )
+        return node_id
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, peers: Any) -> Any:
+        if isinstance(peers, str):
+            return tuple(p.strip() for p in peers.split(",") if p.strip())
+        return peers
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_addresses(cls, peers: tuple[str, ...]) -> tuple[str, ...]:
+        for peer in peers:
+            _check_address(peer)
+        return peers
+
+    @field_validator("advertise")
+    @classmethod
+    def _advertise_address(cls, address: str | None) -> str | None:
+        if address is not None:
+            _check_address(address)
+        return address
+
+
+def _check_address(address: str) -> None:
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not host:port (for example node2:8080)")
+
+
 class AuthConfig(_Section):
     enabled: Switch = False
     provider: Literal["jwt-basic"] = "jwt-basic"
@@ -122,6 +174,7 @@ class Config(_Section):
     workers: WorkersConfig = WorkersConfig()
     history: HistoryConfig = HistoryConfig()
     limits: LimitsConfig = LimitsConfig()
+    cluster: ClusterConfig = ClusterConfig()
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -131,6 +184,11 @@ class Config(_Section):
         if self.database.url:
             return self.database.url
         return f"sqlite:///{(self.server.data_dir / 'socmeth.db').resolve()}"
+
+    @property
+    def clustered(self) -> bool:
+        """Tell whether the state lives in PostgreSQL, shared by any number of nodes."""
+        return not self.database_url.startswith("sqlite:")
 
 
 SECTIONS: dict[str, type[_Section]] = {

@@ -1,10 +1,13 @@
 """Assemble one socmeth node: store, queue, scheduler, workers and the services.
 
 A node is what `socmeth serve` runs. It heartbeats to the store from its start,
-works attempts, and runs the leader's duties (the scheduler, the pruner) only while
-it holds the leader lease (`cluster.Leadership`). In embedded mode it is the only
-node, so it takes the lease at once; it settles what a previous crash left behind
-before it starts.
+works attempts, and runs the leader's duties (the scheduler, the reaper, the pruner)
+only while it holds the leader lease (`cluster.Leadership`). It settles what a
+previous crash of it left behind before it receives attempts.
+
+Embedded mode (SQLite) has one node and an in-process queue; the node takes the
+lease at once. Cluster mode (PostgreSQL and Redis) has any number of nodes, each
+named by `cluster.node_id`, which must be unique among the nodes that are up.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import httpx
 
 from socmeth import __version__
 from socmeth.clock import Clock, SystemClock
-from socmeth.cluster import Leadership, Membership
+from socmeth.cluster import DOWN_AFTER, HEARTBEAT_S, Leadership, Membership
 from socmeth.config import Config
+from socmeth.errors import ConfigError
 from socmeth.executors import Executors
 from socmeth.executors.procs import store_id_of
 from socmeth.jobs import JobService
@@ -30,6 +34,8 @@ from socmeth.metrics import Metrics
 from socmeth.pruner import Pruner
 from socmeth.queue.base import Queue
 from socmeth.queue.memory import MemoryQueue
+from socmeth.queue.redis import RedisQueue
+from socmeth.reaper import Reaper
 from socmeth.scheduler import Scheduler
 from socmeth.store.base import Fence, NodeBeat, Store
 from socmeth.store.sql import open_store
@@ -62,7 +68,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.info = NodeInfo(
-            id=node_id or socket.gethostname(),
+            id=node_id or config.cluster.node_id or socket.gethostname(),
             version=__version__,
             started_at=self.clock.now(),
         )
@@ -75,6 +81,7 @@ class Node:
         self.scheduler: Scheduler | None = None
         self.workers: WorkerPool | None = None
         self.pruner: Pruner | None = None
+        self.reaper: Reaper | None = None
         self.membership: Membership | None = None
         self.leadership: Leadership | None = None
 
@@ -96,7 +103,10 @@ class Node:
     async def start(self) -> None:
         """Open the store, settle what a crash left behind, then start the loops."""
         self._store = await open_store(self.config.database_url, clock=self.clock)
-        self._queue = MemoryQueue()
+        redis = self.config.redis
+        self._queue = (
+            RedisQueue(redis.url, redis.prefix) if redis.url else MemoryQueue()
+        )
         # Every worker slot may hold a connection; a smaller pool would turn waiting
         # for a connection into a job timeout.
         slots = self.config.workers.count
@@ -135,9 +145,20 @@ class Node:
             stop_local=self._stop_local,
         )
         self.pruner = Pruner(self.store, self.clock, self.config.history.retention_days)
+        self.reaper = Reaper(
+            self.store,
+            self.queue,
+            self.clock,
+            self.metrics,
+            self.rng,
+            self.info.id,
+            wake_scheduler=self.scheduler.wake,
+        )
+        if self.config.clustered:
+            await self._refuse_taken_id()
         self.membership = Membership(self.store, self.clock, self._beat)
         await self.membership.start()
-        await self.workers.recover()
+        await self.workers.recover(clustered=self.config.clustered)
         self.workers.start()
         self.leadership = Leadership(
             self.store, self.clock, self.info.id, lead=self._lead, follow=self._follow
@@ -149,28 +170,67 @@ class Node:
             extra={"event": "node.started", "node_id": self.info.id},
         )
 
-    def _beat(self) -> NodeBeat:
+    async def _refuse_taken_id(self) -> None:
+        """Refuse to start under the id of a node that is up: the two would settle
+        each other's attempts. A row whose heartbeats stopped is a previous life of
+        this node, which is over."""
+        store_now, records = await self.store.list_nodes()
+        mine = next((r for r in records if r.id == self.info.id), None)
+        if mine is None or mine.stopped_at is not None:
+            return
+        if store_now - mine.last_heartbeat_at > DOWN_AFTER:
+            return
+        # Fresh: watch it for one heartbeat interval to tell a live node from a
+        # killed one whose last beat is recent.
+        await self.clock.sleep(HEARTBEAT_S * 1.5)
+        _, records = await self.store.list_nodes()
+        again = next((r for r in records if r.id == self.info.id), None)
+        if (
+            again is not None
+            and again.stopped_at is None
+            and again.last_heartbeat_at > mine.last_heartbeat_at
+        ):
+            raise ConfigError(
+                "cluster.node_id",
+                f"node {self.info.id!r} is already up at {again.address} (it beats "
+                "to the same store); give each node its own --node-id",
+            )
+
+    @property
+    def address(self) -> str:
+        """Return the host:port other nodes and the UI reach this node at."""
+        if self.config.cluster.advertise:
+            return self.config.cluster.advertise
         host = self.config.server.host or "127.0.0.1"
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"{host}:{self.config.server.port}"
+
+    def _beat(self) -> NodeBeat:
         return NodeBeat(
             id=self.info.id,
-            address=f"{host}:{self.config.server.port}",
+            address=self.address,
             version=self.info.version,
             started_at=self.info.started_at,
             running=self.workers.active_count if self.workers else 0,
         )
 
     async def _lead(self, term: int) -> None:
-        """Start the leader's duties: fires, dependencies, retries, pruning."""
+        """Start the leader's duties: fires, dependencies, retries, reaping, pruning."""
         assert self.scheduler is not None
         assert self.pruner is not None
+        assert self.reaper is not None
         fence = Fence(self.info.id, term)
         self.scheduler.start(fence)
+        self.reaper.start(fence)
         self.pruner.start(fence)
 
     async def _follow(self) -> None:
         """Stop the leader's duties at once: another node may lead now."""
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self.reaper is not None:
+            await self.reaper.stop()
         if self.pruner is not None:
             await self.pruner.stop()
 

@@ -65,24 +65,34 @@ def _is_loopback(host: str) -> bool:
 
 
 def refuse_unavailable(config: Config) -> None:
-    """Stop at start on settings whose feature has not landed, naming the issue."""
+    """Stop at start on settings that cannot work together, or have not landed."""
     if config.auth.enabled:
         raise ConfigError(
             "auth.enabled",
             "authentication is not available yet (issue 6); set auth.enabled: false "
             "and keep the server on a trusted network",
         )
+    if config.clustered and not config.redis.url:
+        raise ConfigError(
+            "redis.url",
+            "cluster mode keeps state in PostgreSQL and needs Redis for the queue the "
+            "nodes share; set redis.url (or REDIS_URL), or unset database.url (or "
+            "POSTGRES_URL) to serve one node on SQLite",
+        )
+    if config.clustered:
+        return
     if config.redis.url:
         raise ConfigError(
             "redis.url",
-            "cluster mode with Redis is not available yet (issue 4); unset redis.url "
-            "(or REDIS_URL) to run in embedded mode",
+            "a Redis queue is for cluster mode, whose state is in PostgreSQL; set "
+            "database.url (or POSTGRES_URL), or unset redis.url to serve one node on "
+            "SQLite",
         )
-    if config.database.url and not config.database.url.startswith("sqlite:"):
+    if config.cluster.peers:
         raise ConfigError(
-            "database.url",
-            "PostgreSQL is not available yet (issue 4); unset database.url (or "
-            "POSTGRES_URL) to keep state in SQLite in the data dir",
+            "cluster.peers",
+            "a SQLite store serves one node, so it has no peers; for several nodes "
+            "set database.url (POSTGRES_URL) and redis.url (REDIS_URL) on each",
         )
 
 

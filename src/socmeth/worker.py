@@ -130,16 +130,24 @@ class WorkerPool:
         entry = self._running.get(attempt_id)
         return entry.output if entry else None
 
-    async def recover(self) -> None:
-        """Settle attempts a crash left running and re-publish queued ones.
+    async def recover(self, *, clustered: bool = False) -> None:
+        """Settle attempts a crash left running, before this node receives any.
 
         In embedded mode this node is the only one, so every running attempt in the
-        store belonged to a process that is gone: each becomes `lost` and the retry
-        policy decides what follows. Commands such an attempt left running on this
-        machine are killed, so that a retry never runs beside them.
+        store belonged to a process that is gone, and the queue (in memory) lost
+        every message: the store's queued attempts are published again. In cluster
+        mode only this node id's attempts are settled (a node restarted under its
+        id), and its previous life's pending messages go back to the queue; the
+        leader's reaper settles other nodes' and republishes what the queue lost.
+
+        Each settled attempt becomes `lost` and the retry policy decides what
+        follows. Commands such an attempt left running on this machine are
+        killed, so that a retry never runs beside them.
         """
         now = self._clock.now()
-        orphans = await self._store.running_attempts(None)
+        orphans = await self._store.running_attempts(
+            self._node_id if clustered else None
+        )
         finishes = []
         for orphan in orphans:
             outcome = settle_attempt(
@@ -158,9 +166,14 @@ class WorkerPool:
                 extra={"event": "attempt.lost", "run_id": orphan.run.id},
             )
         if finishes:
-            await self._store.finish_attempts(finishes, now)
+            count_finished(
+                await self._store.finish_attempts(finishes, now), self._metrics
+            )
             await self._kill_leftovers([(o.run.id, o.attempt.number) for o in orphans])
-        await self._republish_queued()
+        if clustered:
+            await self._queue.release(self._node_id)
+        else:
+            await self._republish_queued()
 
     async def _kill_leftovers(self, attempts: list[tuple[int, int]]) -> None:
         """Kill processes a crashed life of this node left running for lost attempts.
@@ -492,25 +505,11 @@ class WorkerPool:
                 )
                 await self._clock.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        self._count_runs(finished)
+        if count_finished(finished, self._metrics):
+            self._wake_scheduler()
         for _, done in batch:
             if not done.done():
                 done.set_result(None)
-
-    def _count_runs(self, finished: FinishedAttempts) -> None:
-        """Count ended runs; wake the scheduler for a pending retry, or for runs
-        that wait on one that ended."""
-        wake = finished.dependency_work
-        for run in finished.runs:
-            if run is None:
-                continue
-            state = run.state
-            if state is RunState.QUEUED:
-                wake = True
-            elif not state.is_active:
-                self._metrics.runs_ended.labels(job=run.job_name, state=state).inc()
-        if wake:
-            self._wake_scheduler()
 
     # The watcher
 
@@ -547,3 +546,17 @@ class WorkerPool:
             stopping = self._running.get(attempt_id)
             if stopping is not None and not stopping.cancel.is_set():
                 stopping.cancel.set()
+
+
+def count_finished(finished: FinishedAttempts, metrics: Metrics) -> bool:
+    """Count the runs these finishes ended; tell whether the scheduler has work:
+    a pending retry, or runs that wait on one that ended."""
+    wake = finished.dependency_work
+    for run in finished.runs:
+        if run is None:
+            continue
+        if run.state is RunState.QUEUED:
+            wake = True
+        elif not run.state.is_active:
+            metrics.runs_ended.labels(job=run.job_name, state=run.state).inc()
+    return wake

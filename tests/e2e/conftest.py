@@ -28,10 +28,17 @@ def free_port() -> int:
 class Server:
     """One `socmeth serve` subprocess with its data dir, log and HTTP client."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.env = {**os.environ, **(env or {})}
+        self.args = args or []
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
@@ -48,6 +55,7 @@ class Server:
                     str(self.port),
                     "--data-dir",
                     str(self.data_dir),
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -146,3 +154,21 @@ def server(server_factory: Any) -> Server:
     started: Server = server_factory()
     started.start()
     return started
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+    """Make clusters of real nodes (see tests/e2e/cluster.py); close them after."""
+    from tests.e2e.cluster import Cluster, require_cluster_services
+
+    require_cluster_services()
+    made: list[Cluster] = []
+
+    def make(size: int = 3, **kwargs: Any) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster{len(made)}", size, **kwargs)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.close()

@@ -83,12 +83,41 @@ def test_no_arguments_show_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "serve" in out
 
 
-@pytest.mark.parametrize("flag", ["--node-id", "--peers"])
-def test_cluster_flags_are_refused_naming_the_issue(
-    flag: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["--peers", "node2"], {}, "'node2' is not host:port"),
+        (["--peers", "node2:9000,:80"], {}, "':80' is not host:port"),
+        (["--node-id", "no spaces"], {}, "cluster.node_id"),
+        (["--peers", "node2:9000"], {}, "a SQLite store serves one node"),
+        ([], {"REDIS_URL": "redis://127.0.0.1:1"}, "redis.url"),
+        ([], {"POSTGRES_URL": "postgresql://127.0.0.1:1/x"}, "needs Redis"),
+    ],
+    ids=[
+        "peer-without-port",
+        "peer-without-host",
+        "bad-node-id",
+        "peers-on-sqlite",
+        "redis-without-postgres",
+        "postgres-without-redis",
+    ],
+)
+def test_cluster_settings_that_cannot_work_stop_serve_naming_them(
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, _, err = run(["serve", flag, "x"], capsys)
+    for name in ("POSTGRES_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    code, _, err = run(["serve", "--data-dir", str(tmp_path), *argv], capsys)
 
     assert code == 2
-    assert flag in err
-    assert "issue 4" in err
+    assert named in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "socmeth.db").exists()

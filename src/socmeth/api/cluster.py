@@ -60,7 +60,7 @@ class ClusterOut(BaseModel):
 async def _read(node: Node) -> tuple[datetime, list[NodeStatus], Lease]:
     now, records = await node.store.list_nodes()
     _, lease = await node.store.current_lease()
-    return now, node_states(now, records, lease), lease
+    return now, node_states(now, records, lease, node.config.cluster.peers), lease
 
 
 @router.get("/nodes")

@@ -92,6 +92,14 @@ class Queue(ABC):
         """
 
     @abstractmethod
+    async def held(self) -> set[int]:
+        """Return the attempt ids of every message held, waiting or pending.
+
+        The leader compares them with the store's queued attempts to publish again
+        what the queue lost.
+        """
+
+    @abstractmethod
     async def size(self) -> int:
         """Count messages waiting for a consumer."""
 

@@ -68,6 +68,10 @@ class MemoryQueue(Queue):
         if returned:
             self._arrived.set()
 
+    async def held(self) -> set[int]:
+        pending = {attempt.attempt_id for _, attempt in self._pending.values()}
+        return self._waiting_ids | pending
+
     async def size(self) -> int:
         return len(self._waiting)
 

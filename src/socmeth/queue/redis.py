@@ -20,6 +20,7 @@ reading from the start of whatever the stream holds by then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,6 +55,7 @@ COMMAND_TIMEOUT_S = 5.0  # a socket read longer than this means Redis is not ans
 # XREADGROUP blocks at most this long per command, below COMMAND_TIMEOUT_S, so a
 # long receive never looks like a dead connection.
 BLOCK_SLICE_S = 2.0
+SCAN_BATCH = 1000  # entries per XRANGE when listing what the stream holds
 
 # Move every entry pending for ARGV[2] to the end of the stream as a new entry, then
 # drop the consumer. A script, so that no other command sees an entry both pending
@@ -178,6 +180,26 @@ class RedisQueue(Queue):
                 consumer,
                 extra={"event": "queue.released", "consumer": consumer, "count": moved},
             )
+
+    async def held(self) -> set[int]:
+        return await self._call("listing messages", self._scan)
+
+    async def _scan(self) -> set[int]:
+        """Read the stream from its start in slices; unreadable entries are skipped
+        (they stay, and are not ours to count)."""
+        found: set[int] = set()
+        start = "-"
+        while True:
+            reply = await self._redis.xrange(
+                self.stream_key, min=start, count=SCAN_BATCH
+            )
+            entries = _entries([(self.stream_key, reply)])
+            for _, fields in entries:
+                with contextlib.suppress(KeyError, ValueError, TypeError):
+                    found.add(decode_message(fields[FIELD]).attempt_id)
+            if len(entries) < SCAN_BATCH:
+                return found
+            start = f"({entries[-1][0]}"
 
     async def size(self) -> int:
         waiting = await self._call(

@@ -555,14 +555,24 @@ class Store(ABC):
 
     @abstractmethod
     async def finish_attempts(
-        self, finishes: Sequence[AttemptFinish], now: datetime
+        self,
+        finishes: Sequence[AttemptFinish],
+        now: datetime,
+        *,
+        silent_since: datetime | None = None,
+        fence: Fence | None = None,
     ) -> FinishedAttempts:
         """Record ended attempts and settle their runs, in one transaction.
 
         For each finish, in order: the attempt gets its final state, result and output;
         its run goes back to `queued` with `next_attempt_at` when the outcome has a
         retry, or ends in the outcome's run state; an ended run that anything depends
-        on goes on the dependency work list.
+        on goes on the dependency work list. A finish of an attempt that is no longer
+        running is ignored (its run in the result is None).
+
+        `silent_since` (a store instant) is for reaping: a finish is then kept only
+        while the attempt's node is silent since that instant (see
+        `orphaned_attempts`), checked in the same transaction.
         """
 
     @abstractmethod
@@ -587,12 +597,25 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def queued_attempts(self, limit: int, after_id: int) -> list[QueuedAttempt]:
-        """Return queued attempts with ids above `after_id`, for re-publishing."""
+    async def queued_attempts(
+        self, limit: int, after_id: int, queued_before: datetime | None = None
+    ) -> list[QueuedAttempt]:
+        """Return queued attempts with ids above `after_id`, for re-publishing;
+        with `queued_before`, only those queued before that instant."""
 
     @abstractmethod
     async def running_attempts(self, node_id: str | None) -> list[RunningAttempt]:
         """Return running attempts, of one node or of all nodes."""
+
+    @abstractmethod
+    async def orphaned_attempts(
+        self, silent_since: datetime, limit: int
+    ) -> list[RunningAttempt]:
+        """Return running attempts whose node is silent since `silent_since`.
+
+        A node is silent when its last heartbeat is before that store instant, when
+        it stopped, or when it never wrote a node row. Oldest attempts first.
+        """
 
     @abstractmethod
     async def cancel_requested(self, attempt_ids: Sequence[int]) -> set[int]:

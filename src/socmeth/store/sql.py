@@ -949,13 +949,21 @@ class SqlStore(Store):
             )
 
     async def finish_attempts(
-        self, finishes: Sequence[AttemptFinish], now: datetime
+        self,
+        finishes: Sequence[AttemptFinish],
+        now: datetime,
+        *,
+        silent_since: datetime | None = None,
+        fence: Fence | None = None,
     ) -> FinishedAttempts:
         if not finishes:
             return FinishedAttempts(runs=[])
 
         async with self._writing() as conn:
-            running = await _running_rows(conn, [f.attempt_id for f in finishes])
+            await _check_fence(conn, fence)
+            running = await _running_rows(
+                conn, [f.attempt_id for f in finishes], silent_since
+            )
             kept = _first_finish_of_running(finishes, running)
             accepted = [finishes[index] for index in kept]
             await _end_attempts(conn, accepted, now)
@@ -1061,13 +1069,17 @@ class SqlStore(Store):
             number=number,
         )
 
-    async def queued_attempts(self, limit: int, after_id: int) -> list[QueuedAttempt]:
+    async def queued_attempts(
+        self, limit: int, after_id: int, queued_before: datetime | None = None
+    ) -> list[QueuedAttempt]:
         query = (
             select(attempts.c.id, attempts.c.run_id, attempts.c.number)
             .where(attempts.c.state == _ATTEMPT_QUEUED, attempts.c.id > after_id)
             .order_by(attempts.c.id)
             .limit(limit)
         )
+        if queued_before is not None:
+            query = query.where(attempts.c.queued_at < queued_before)
         async with self._reading() as conn:
             rows = (await conn.execute(query)).all()
         return [QueuedAttempt(row.id, row.run_id, row.number) for row in rows]
@@ -1078,12 +1090,25 @@ class SqlStore(Store):
         )
         if node_id is not None:
             query = query.where(attempts.c.node_id == node_id)
+        return await self._running_of(query.order_by(attempts.c.id))
 
+    async def orphaned_attempts(
+        self, silent_since: datetime, limit: int
+    ) -> list[RunningAttempt]:
+        query = (
+            select(attempts.c.id, attempts.c.run_id)
+            .where(attempts.c.state == _ATTEMPT_RUNNING, _node_silent(silent_since))
+            .order_by(attempts.c.id)
+            .limit(limit)
+        )
+        return await self._running_of(query)
+
+    async def _running_of(
+        self, query: Select[*tuple[Any, ...]]
+    ) -> list[RunningAttempt]:
+        """Load the attempts (id, run_id) a query selects, with runs and jobs."""
         async with self._reading() as conn:
-            pairs = [
-                (r.id, r.run_id)
-                for r in await conn.execute(query.order_by(attempts.c.id))
-            ]
+            pairs = [(r.id, r.run_id) for r in await conn.execute(query)]
             by_id = {
                 run.id: run for run in await _load_runs(conn, {p[1] for p in pairs})
             }
@@ -1596,10 +1621,13 @@ async def _previous_final_runs(
 
 
 async def _running_rows(
-    conn: AsyncConnection, attempt_ids: Sequence[int]
+    conn: AsyncConnection,
+    attempt_ids: Sequence[int],
+    silent_since: datetime | None = None,
 ) -> dict[int, AnyRow]:
     """Return the running attempts among these, each with its run's cancel state
-    and whether anything depends on the run (`depended_on`)."""
+    and whether anything depends on the run (`depended_on`); with `silent_since`,
+    only those whose node is silent since then."""
     found: dict[int, AnyRow] = {}
     for chunk in _chunks(dict.fromkeys(attempt_ids)):
         query = (
@@ -1614,8 +1642,25 @@ async def _running_rows(
             .where(attempts.c.id.in_(chunk), attempts.c.state == _ATTEMPT_RUNNING)
             .with_for_update()
         )
+        if silent_since is not None:
+            query = query.where(_node_silent(silent_since))
         found.update({row.id: row for row in await conn.execute(query)})
     return found
+
+
+def _node_silent(since: datetime) -> ColumnElement[bool]:
+    """Say that an attempt's node has not beaten since `since`, stopped, or never
+    wrote its row: nothing of it is left to record the attempt's end."""
+    beating = (
+        select(nodes.c.id)
+        .where(
+            nodes.c.id == attempts.c.node_id,
+            nodes.c.stopped_at.is_(None),
+            nodes.c.last_heartbeat_at >= since,
+        )
+        .exists()
+    )
+    return ~beating
 
 
 def _first_finish_of_running(
