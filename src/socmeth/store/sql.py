@@ -189,12 +189,29 @@ def async_url(url: str) -> URL:
     return parsed.set(drivername=driver)
 
 
+IDLE_IN_TRANSACTION_S = 5.0
+
+
 def create_store_engine(url: str) -> AsyncEngine:
     """Return the async engine of a store URL; SQLite connections get its pragmas."""
     target = async_url(url)
     if target.get_backend_name() != "sqlite":
-        # Drops connections a database restart left dead instead of failing a call.
-        return create_async_engine(target, pool_pre_ping=True)
+        # pool_pre_ping drops connections a database restart left dead instead of
+        # failing a call. The idle timeout ends the session of a node that stopped
+        # (a machine lost, a process paused) in the middle of a transaction, which
+        # would otherwise hold the lease row, and with it every takeover, until
+        # TCP gives up on the connection, minutes later.
+        return create_async_engine(
+            target,
+            pool_pre_ping=True,
+            connect_args={
+                "server_settings": {
+                    "idle_in_transaction_session_timeout": str(
+                        int(IDLE_IN_TRANSACTION_S * 1000)
+                    )
+                }
+            },
+        )
 
     sqlite_file(url)  # refuses in-memory databases
     engine = create_async_engine(target)
@@ -416,19 +433,23 @@ class SqlStore(Store):
 
     async def acquire_lease(self, node_id: str, ttl: timedelta) -> Lease | None:
         async with self._writing() as conn:
-            row = (
-                await conn.execute(
-                    select(leader_lease).where(leader_lease.c.id == 1).with_for_update()
-                )
-            ).one()
-            now = await self._now(conn)
-            held = Lease(row.holder, row.term, row.expires_at)
+            # FOR NO KEY UPDATE does not wait for the fenced writes in progress,
+            # which hold the row FOR KEY SHARE: a leader renews while its own long
+            # transaction runs, instead of losing the lease to it.
+            held, now = await self._read_lease(conn, takeover=False)
             if held.holder == node_id:
                 # Renewed; even after it lapsed, while no other node took it, this
                 # node led all along, so the term stands.
                 term = held.term
             elif held.expires_at is None or held.expires_at <= now:
-                term = held.term + 1  # taken: a new term fences the old holder
+                # A takeover waits for every fenced write in progress (FOR UPDATE),
+                # then decides again on what it reads once they ended.
+                held, now = await self._read_lease(conn, takeover=True)
+                if held.holder != node_id and (
+                    held.expires_at is not None and held.expires_at > now
+                ):
+                    return None
+                term = held.term if held.holder == node_id else held.term + 1
             else:
                 return None
             lease = Lease(node_id, term, now + ttl)
@@ -445,6 +466,19 @@ class SqlStore(Store):
                 extra={"event": "store.lease_taken", "term": term},
             )
         return lease
+
+    async def _read_lease(
+        self, conn: AsyncConnection, *, takeover: bool
+    ) -> tuple[Lease, datetime]:
+        """Lock and read the lease row, then the store's clock.
+
+        A takeover locks FOR UPDATE, which waits for the fenced writes holding the row
+        FOR KEY SHARE; a renewal locks FOR NO KEY UPDATE, which does not.
+        """
+        query = select(leader_lease).where(leader_lease.c.id == 1)
+        row = (await conn.execute(query.with_for_update(key_share=not takeover))).one()
+        now = await self._now(conn)
+        return Lease(row.holder, row.term, row.expires_at), now
 
     async def release_lease(self, node_id: str, term: int) -> None:
         async with self._writing() as conn:
@@ -1154,15 +1188,16 @@ class SqlStore(Store):
 async def _check_fence(conn: AsyncConnection, fence: Fence | None) -> None:
     """Refuse a leader's write once the lease has another holder or term.
 
-    The lease row is read FOR SHARE (on PostgreSQL): a takeover's update of it waits
-    until this transaction ends, so the write cannot commit in a term that is over.
+    The lease row is read FOR KEY SHARE (on PostgreSQL): a takeover's FOR UPDATE
+    waits until this transaction ends, so the write cannot commit in a term that is
+    over, while the holder's own renewal (FOR NO KEY UPDATE) goes through.
     """
     if fence is None:
         return
     query = (
         select(leader_lease.c.holder, leader_lease.c.term)
         .where(leader_lease.c.id == 1)
-        .with_for_update(read=True)
+        .with_for_update(read=True, key_share=True)
     )
     holder, term = (await conn.execute(query)).one()
     if (holder, term) != (fence.holder, fence.term):

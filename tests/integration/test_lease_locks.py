@@ -1,0 +1,130 @@
+"""Check the lease's row locks on PostgreSQL, where leaders of several nodes meet.
+
+A fenced write holds the lease row FOR KEY SHARE for its whole transaction. The
+holder's renewal must go through meanwhile (a long leader transaction must not cost
+the lease), while another node's takeover must wait for it to end (no write commits
+in a term that is over). SQLite has one node and one writer, so this is
+PostgreSQL's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from socmeth.store.sql import IDLE_IN_TRANSACTION_S, SqlStore, async_url, open_store
+from tests.integration.conftest import BACKENDS
+
+TTL = timedelta(seconds=1.5)
+
+
+@pytest.fixture
+async def pg_url(tmp_path: Path) -> AsyncIterator[str]:
+    async with BACKENDS["postgresql"](tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[SqlStore]:
+    store = await open_store(pg_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def fenced_write(pg_url: str) -> AsyncIterator[AsyncConnection]:
+    """Yield a connection inside a transaction that holds the row as a fenced
+    write does; it rolls back at the end."""
+    engine = create_async_engine(async_url(pg_url))
+    async with engine.connect() as conn:
+        await conn.begin()
+        yield conn
+        await conn.rollback()
+    await engine.dispose()
+
+
+async def hold_like_a_fenced_write(conn: AsyncConnection) -> None:
+    await conn.execute(
+        text("SELECT holder FROM leader_lease WHERE id = 1 FOR KEY SHARE")
+    )
+
+
+async def test_the_holder_renews_while_its_own_fenced_write_runs(
+    pg_store: SqlStore, fenced_write: AsyncConnection
+) -> None:
+    first = await pg_store.acquire_lease("a", TTL)
+    assert first is not None
+    await hold_like_a_fenced_write(fenced_write)
+
+    renewed = await asyncio.wait_for(pg_store.acquire_lease("a", TTL), 5)
+
+    assert renewed is not None
+    assert renewed.term == first.term
+    assert renewed.expires_at is not None
+    assert first.expires_at is not None
+    assert renewed.expires_at > first.expires_at
+
+
+async def test_a_takeover_waits_for_the_fenced_write_then_raises_the_term(
+    pg_store: SqlStore, fenced_write: AsyncConnection
+) -> None:
+    first = await pg_store.acquire_lease("a", timedelta(milliseconds=50))
+    assert first is not None
+    await hold_like_a_fenced_write(fenced_write)
+    await asyncio.sleep(0.1)  # the lease lapses (store clock)
+
+    takeover = asyncio.create_task(pg_store.acquire_lease("b", TTL))
+    await asyncio.sleep(0.5)
+    assert not takeover.done(), "the takeover did not wait for the fenced write"
+
+    await fenced_write.rollback()
+    taken = await asyncio.wait_for(takeover, 5)
+
+    assert taken is not None
+    assert (taken.holder, taken.term) == ("b", first.term + 1)
+
+
+async def test_a_takeover_that_waited_finds_the_holder_renewed_and_follows(
+    pg_store: SqlStore, pg_url: str, fenced_write: AsyncConnection
+) -> None:
+    first = await pg_store.acquire_lease("a", timedelta(milliseconds=50))
+    assert first is not None
+    await hold_like_a_fenced_write(fenced_write)
+    await asyncio.sleep(0.1)
+    other = await open_store(pg_url, migrate_first=False)
+    try:
+        # b read the lapsed lease and waits to take it; a renews meanwhile.
+        takeover = asyncio.create_task(other.acquire_lease("b", TTL))
+        await asyncio.sleep(0.3)
+        renewal = asyncio.create_task(pg_store.acquire_lease("a", TTL))
+        await asyncio.sleep(0.3)
+        await fenced_write.rollback()
+        results = await asyncio.wait_for(asyncio.gather(takeover, renewal), 5)
+    finally:
+        await other.close()
+
+    holders = [lease.holder if lease else None for lease in results]
+    # Exactly one of them holds the lease afterwards, and the store agrees.
+    _, current = await pg_store.current_lease()
+    assert current.holder in holders
+    assert holders.count(current.holder) == 1
+    assert None in holders
+
+
+async def test_a_session_stalled_in_a_transaction_is_ended_by_the_server(
+    pg_store: SqlStore,
+) -> None:
+    # A node lost mid-transaction would otherwise hold the lease row until TCP
+    # gives up; the server ends such sessions after IDLE_IN_TRANSACTION_S.
+    async with pg_store.engine.connect() as conn:
+        shown = (
+            await conn.execute(text("SHOW idle_in_transaction_session_timeout"))
+        ).scalar_one()
+
+    assert shown == f"{int(IDLE_IN_TRANSACTION_S)}s"
