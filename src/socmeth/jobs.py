@@ -24,7 +24,7 @@ from socmeth.errors import (
 from socmeth.fires import fire_run, next_fire_at
 from socmeth.metrics import Metrics
 from socmeth.models import Concurrency, Job, JobDefinition, Run, RunState, Trigger
-from socmeth.queue.base import Queue
+from socmeth.queue.base import Queue, QueueError
 from socmeth.store.base import DependencyGraph, QueuedAttempt, Store
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,20 @@ class JobService:
         attempt = run.last_attempt
         if attempt is None or attempt.state != "queued":
             return
-        await self._queue.publish([QueuedAttempt(attempt.id, run.id, attempt.number)])
+        try:
+            await self._queue.publish(
+                [QueuedAttempt(attempt.id, run.id, attempt.number)]
+            )
+        except QueueError as exc:
+            # The run is stored, which is what counts: the leader's reaper publishes
+            # queued attempts the queue does not hold once it answers again.
+            log.warning(
+                "run %s is queued, but its message was not published: %s; it is "
+                "published again once the queue answers",
+                run.id,
+                exc,
+                extra={"event": "run.publish_failed", "run_id": run.id},
+            )
 
 
 def _check_dependency_list(definition: JobDefinition) -> None:

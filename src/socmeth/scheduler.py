@@ -31,7 +31,7 @@ from socmeth.errors import FencedError
 from socmeth.fires import plan_job_fires
 from socmeth.metrics import Metrics
 from socmeth.models import Run, RunState
-from socmeth.queue.base import Queue
+from socmeth.queue.base import Queue, QueueError
 from socmeth.store.base import (
     Fence,
     FireAdvance,
@@ -169,8 +169,21 @@ class Scheduler:
         return count
 
     async def _publish(self, queued: list[QueuedAttempt]) -> None:
-        if queued:
+        """Publish what a step queued. A queue that fails does not fail the turn:
+        the attempts are stored, and the reaper publishes them again once the queue
+        answers; the other steps still run."""
+        if not queued:
+            return
+        try:
             await self._queue.publish(queued)
+        except QueueError as exc:
+            log.warning(
+                "%s queued attempts were not published: %s; they are published "
+                "again once the queue answers",
+                len(queued),
+                exc,
+                extra={"event": "scheduler.publish_failed", "count": len(queued)},
+            )
 
     async def _fire_due_jobs(self, now: datetime) -> list[QueuedAttempt]:
         assert self.started_at is not None

@@ -470,3 +470,61 @@ async def _records(
             return found
         await asyncio.sleep(0.01)
     raise AssertionError(f"{count} log records of {event} did not come")
+
+
+class DownQueue(MemoryQueue):
+    """A queue that refuses every publish, as a stopped Redis does."""
+
+    async def publish(self, attempts: Sequence[QueuedAttempt]) -> None:
+        raise QueueError("publishing to redis://queue failed: connection refused")
+
+
+async def test_a_queue_that_refuses_publishes_fails_no_turn_and_keeps_the_runs(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(T0)
+    job_id = await add_job(store, job_definition(), T0)
+    scheduler = Scheduler(
+        store, DownQueue(), clock, Metrics(), "n1", stop_local=lambda run_ids: None
+    )
+    scheduler.started_at = T0
+    clock.advance(60)
+    caplog.set_level(logging.WARNING, logger="socmeth.scheduler")
+
+    await scheduler.turn(clock.now())
+
+    assert await runs_of(store, job_id) == [(T0 + timedelta(minutes=1), "queued")]
+    queued = await store.queued_attempts(10, 0)
+    assert len(queued) == 1  # stored: the reaper publishes it once the queue answers
+    warned = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", None) == "scheduler.publish_failed"
+    ]
+    assert len(warned) == 1
+    assert warned[0].exc_info is None
+
+
+async def test_run_now_answers_with_the_stored_run_when_the_queue_is_down(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(T0)
+    await add_job(store, job_definition(schedule=None), T0)
+    service = JobService(
+        store,
+        DownQueue(),
+        clock,
+        max_jobs=10,
+        metrics=Metrics(),
+        wake_scheduler=lambda: None,
+        stop_local=lambda run_ids: None,
+    )
+    caplog.set_level(logging.WARNING, logger="socmeth.jobs")
+
+    run = await service.run_now(await store.get_job_by_name("j"))
+
+    assert run.state is RunState.QUEUED
+    assert (await store.get_run(run.id)).state is RunState.QUEUED
+    assert any(
+        getattr(r, "event", None) == "run.publish_failed" for r in caplog.records
+    )
