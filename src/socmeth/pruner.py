@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 
 from socmeth.clock import Clock
+from socmeth.errors import StoreError
 from socmeth.store.base import Fence, Store
 from socmeth.tasks import cancel_and_wait
 
@@ -63,10 +64,11 @@ class Pruner:
                 await self.prune()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.warning(
-                    "pruning history failed; will retry",
-                    exc_info=True,
+                    "pruning history failed (%s); will retry",
+                    exc,
+                    exc_info=not isinstance(exc, StoreError),
                     extra={"event": "history.prune_failed"},
                 )
             await self._clock.sleep(PRUNE_INTERVAL_S)

@@ -31,10 +31,10 @@ from datetime import datetime, timedelta
 
 from socmeth.clock import Clock
 from socmeth.cluster import DOWN_AFTER
-from socmeth.errors import FencedError
+from socmeth.errors import FencedError, StoreError
 from socmeth.metrics import Metrics
 from socmeth.models import AttemptState
-from socmeth.queue.base import Queue
+from socmeth.queue.base import Queue, QueueError
 from socmeth.retry import settle_attempt
 from socmeth.store.base import AttemptFinish, Fence, Store
 from socmeth.tasks import cancel_and_wait
@@ -97,13 +97,20 @@ class Reaper:
             except FencedError as exc:
                 log.warning("reaper stops: %s", exc, extra={"event": "reaper.fenced"})
                 return
-            except Exception:
-                # The store or the queue failed: heartbeats could not be written
-                # either, so watching starts again once they answer.
+            except QueueError as exc:
+                log.warning(
+                    "releasing or republishing failed (%s); will retry",
+                    exc,
+                    extra={"event": "reaper.failed"},
+                )
+            except Exception as exc:
+                # The store failed: heartbeats could not be written either, so
+                # watching starts again once it answers.
                 self._watching_since = None
                 log.warning(
-                    "reaping or republishing failed; will retry",
-                    exc_info=True,
+                    "reaping failed (%s); will retry",
+                    exc,
+                    exc_info=not isinstance(exc, StoreError),
                     extra={"event": "reaper.failed"},
                 )
             await self._clock.sleep(REAP_INTERVAL_S)

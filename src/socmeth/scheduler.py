@@ -27,7 +27,7 @@ from datetime import datetime
 
 from socmeth.clock import Clock
 from socmeth.dependencies import plan_dependencies
-from socmeth.errors import FencedError
+from socmeth.errors import FencedError, StoreError
 from socmeth.fires import plan_job_fires
 from socmeth.metrics import Metrics
 from socmeth.models import Run, RunState
@@ -124,9 +124,13 @@ class Scheduler:
                 failures += 1
                 if failures >= FAILING_AFTER:
                     self.failing = f"{failures} turns in a row failed: {exc}"
-                log.exception(
-                    "scheduler turn failed; retrying in %ss",
+                # An outage of the store is one line; anything else is a bug of
+                # ours and keeps its traceback.
+                log.warning(
+                    "scheduler turn failed (%s); retrying in %ss",
+                    exc,
                     delay,
+                    exc_info=not isinstance(exc, StoreError),
                     extra={"event": "scheduler.turn_failed"},
                 )
                 await self._clock.sleep(delay)

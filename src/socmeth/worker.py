@@ -320,13 +320,14 @@ class WorkerPool:
                     now,
                     self._config.scheduler.max_concurrent_jobs,
                 )
-            except Exception:
+            except Exception as exc:
                 # The claim's transaction rolled back: the attempts are still queued
                 # and these deliveries are their only messages, so keep them.
                 log.warning(
-                    "claiming %s attempts failed; will retry",
+                    "claiming %s attempts failed (%s); will retry",
                     len(deliveries),
-                    exc_info=True,
+                    exc,
+                    exc_info=not isinstance(exc, StoreError),
                     extra={"event": "worker.claim_failed"},
                 )
                 return deliveries, CLAIM_RETRY_S
@@ -494,13 +495,15 @@ class WorkerPool:
                     [finish for finish, _ in batch], self._clock.now()
                 )
                 break
-            except Exception:
+            except Exception as exc:
                 # The attempts ended; losing their result would leave runs active
                 # with no owner, so keep trying until the store answers.
-                log.exception(
-                    "recording %s ended attempts failed; retrying in %ss",
+                log.warning(
+                    "recording %s ended attempts failed (%s); retrying in %ss",
                     len(batch),
+                    exc,
                     delay,
+                    exc_info=not isinstance(exc, StoreError),
                     extra={"event": "worker.finish_failed"},
                 )
                 await self._clock.sleep(delay)
@@ -520,10 +523,11 @@ class WorkerPool:
                 await self._watch_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.warning(
-                    "saving live output or checking cancels failed; will retry",
-                    exc_info=True,
+                    "saving live output or checking cancels failed (%s); will retry",
+                    exc,
+                    exc_info=not isinstance(exc, StoreError),
                     extra={"event": "worker.watch_failed"},
                 )
 
