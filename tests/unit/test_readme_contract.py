@@ -78,8 +78,9 @@ def test_the_readme_curl_example_is_a_valid_job() -> None:
 
 @pytest.mark.parametrize("command", ["serve", "migrate"])
 def test_the_readme_commands_and_flags_exist(command: str) -> None:
-    (usage,) = re.findall(rf"^socmeth {command} (.*)$", README, flags=re.MULTILINE)
-    flags = set(re.findall(r"--[a-z-]+", usage))
+    usages = re.findall(rf"^socmeth {command} (.*)$", README, flags=re.MULTILINE)
+    assert usages, f"the README shows no `socmeth {command}` line"
+    flags = {flag for usage in usages for flag in re.findall(r"--[a-z-]+", usage)}
     group = cli
     assert isinstance(group, click.Group)
     params = group.commands[command].params
