@@ -10,10 +10,12 @@ Leader duties, next to the scheduler and the pruner, run once a second:
 - **release**: the queue's pending messages of such a node go back to every
   consumer, once per silence (a node that comes back and falls silent again is
   released again);
-- **republish**: every `REPUBLISH_EVERY_S`, and at the start of each leadership,
-  queued attempts the store holds but the queue does not (Redis restarted without
-  its data, or a leader died between its commit and its publish) are published
-  again. A second message of an attempt is harmless: workers claim in the store.
+- **republish**: queued attempts the store holds but the queue does not (Redis
+  restarted without its data, or a leader died between its commit and its
+  publish) are published again: at the start of each leadership, once more when
+  the grace has passed (for what the previous leader queued just before it died),
+  then every `REPUBLISH_EVERY_S`. A second message of an attempt is harmless:
+  workers claim in the store.
 
 The reaper only reaps and releases after it has watched the store answer for
 `DOWN_AFTER` itself. Without that, a new leader, or one whose store just came back
@@ -74,14 +76,14 @@ class Reaper:
         self._fence: Fence | None = None
         self._watching_since: datetime | None = None  # store instant
         self._released: dict[str, datetime] = {}  # node id -> heartbeat released at
-        self._republished_at: float | None = None  # monotonic
+        self._republish_due: float | None = None  # monotonic; None: now
 
     def start(self, fence: Fence | None = None) -> None:
         """Start the loop under this leadership; watching starts afresh."""
         self._fence = fence
         self._watching_since = None
         self._released = {}
-        self._republished_at = None
+        self._republish_due = None
         self._task = asyncio.create_task(self._loop(), name="reaper")
 
     async def stop(self) -> None:
@@ -125,12 +127,12 @@ class Reaper:
             await self._release(silent_since)
             await self.reap(silent_since)
         monotonic = self._clock.monotonic()
-        if (
-            self._republished_at is None
-            or monotonic - self._republished_at >= REPUBLISH_EVERY_S
-        ):
+        if self._republish_due is None or monotonic >= self._republish_due:
             await self.republish()
-            self._republished_at = monotonic
+            wait = REPUBLISH_EVERY_S
+            if self._republish_due is None:  # the first of this leadership
+                wait = REPUBLISH_GRACE.total_seconds() + REAP_INTERVAL_S / 2
+            self._republish_due = monotonic + wait
 
     async def reap(self, silent_since: datetime) -> int:
         """Settle as lost the running attempts of nodes silent since then."""
