@@ -18,9 +18,11 @@ Leader duties, next to the scheduler and the pruner, run once a second:
   workers claim in the store.
 
 The reaper only reaps and releases after it has watched the store answer for
-`DOWN_AFTER` itself. Without that, a new leader, or one whose store just came back
-from a restart, would read every node's heartbeat as stale, since nobody could write
-one meanwhile, and settle attempts that are still running.
+`DOWN_AFTER` itself, in passes no further apart than `WATCH_GAP`. Without that, a
+new leader, one whose store just came back from a restart, or one whose machine
+was suspended, would read every node's heartbeat as stale, since nobody could write
+one meanwhile, and settle attempts that are still running. The leader's own
+attempts are never reaped: its own workers, in this process, hold them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ REPUBLISH_EVERY_S = 5.0
 # Attempts queued this recently are left alone: their publish may be on its way.
 REPUBLISH_GRACE = timedelta(seconds=2)
 REAP_BATCH = 500
+# Passes further apart than this (by the store's clock) start the watch again.
+WATCH_GAP = DOWN_AFTER
 REPUBLISH_BATCH = 1000
 
 
@@ -75,6 +79,7 @@ class Reaper:
         self._task: asyncio.Task[None] | None = None
         self._fence: Fence | None = None
         self._watching_since: datetime | None = None  # store instant
+        self._last_pass_at: datetime | None = None  # store instant
         self._released: dict[str, datetime] = {}  # node id -> heartbeat released at
         self._republish_due: float | None = None  # monotonic; None: now
 
@@ -82,6 +87,7 @@ class Reaper:
         """Start the loop under this leadership; watching starts afresh."""
         self._fence = fence
         self._watching_since = None
+        self._last_pass_at = None
         self._released = {}
         self._republish_due = None
         self._task = asyncio.create_task(self._loop(), name="reaper")
@@ -120,7 +126,11 @@ class Reaper:
     async def pass_once(self) -> None:
         """Reap and release what went silent, and republish when it is time."""
         store_now = await self._store.store_now()
-        if self._watching_since is None:
+        last, self._last_pass_at = self._last_pass_at, store_now
+        if self._watching_since is None or last is None or store_now - last > WATCH_GAP:
+            # A first pass, or one after the loop was held up (a paused process, a
+            # suspended machine): heartbeats may be stale for reasons that are not
+            # the nodes', so watching starts again.
             self._watching_since = store_now
         if store_now - self._watching_since >= DOWN_AFTER:
             silent_since = store_now - DOWN_AFTER
@@ -137,7 +147,9 @@ class Reaper:
     async def reap(self, silent_since: datetime) -> int:
         """Settle as lost the running attempts of nodes silent since then."""
         total = 0
-        while orphans := await self._store.orphaned_attempts(silent_since, REAP_BATCH):
+        while orphans := await self._store.orphaned_attempts(
+            silent_since, REAP_BATCH, except_node=self._node_id
+        ):
             now = self._clock.now()
             finishes = [
                 AttemptFinish(

@@ -609,12 +609,13 @@ class Store(ABC):
 
     @abstractmethod
     async def orphaned_attempts(
-        self, silent_since: datetime, limit: int
+        self, silent_since: datetime, limit: int, *, except_node: str | None = None
     ) -> list[RunningAttempt]:
         """Return running attempts whose node is silent since `silent_since`.
 
         A node is silent when its last heartbeat is before that store instant, when
-        it stopped, or when it never wrote a node row. Oldest attempts first.
+        it stopped, or when it never wrote a node row. Attempts of `except_node`
+        are left out. Oldest attempts first.
         """
 
     @abstractmethod

@@ -1127,7 +1127,7 @@ class SqlStore(Store):
         return await self._running_of(query.order_by(attempts.c.id))
 
     async def orphaned_attempts(
-        self, silent_since: datetime, limit: int
+        self, silent_since: datetime, limit: int, *, except_node: str | None = None
     ) -> list[RunningAttempt]:
         query = (
             select(attempts.c.id, attempts.c.run_id)
@@ -1135,6 +1135,8 @@ class SqlStore(Store):
             .order_by(attempts.c.id)
             .limit(limit)
         )
+        if except_node is not None:
+            query = query.where(attempts.c.node_id != except_node)
         return await self._running_of(query)
 
     async def _running_of(
