@@ -12,7 +12,8 @@ Each turn reads the clock once and:
    `upstream_failed` or `skipped`, and push unscheduled dependents;
 4. starts the attempts of runs whose pending retry is due.
 
-Each step publishes the attempts it queued before the next one starts.
+Each step publishes the attempts it queued before the next one starts; fires are
+published batch by batch, as each is written.
 
 It then sleeps until the earliest next fire or retry, at most `MAX_SLEEP_S`, or until
 woken (a job changed, an attempt asked for a retry).
@@ -160,13 +161,8 @@ class Scheduler:
         are committed, and a later step failing must not keep them off the queue.
         """
         assert self.started_at is not None, "start() sets the start instant"
-        count = 0
-        steps = (
-            self._fire_due_jobs,
-            self._resolve_dependencies,
-            self._start_due_retries,
-        )
-        for step in steps:
+        count = await self._fire_due_jobs(now)
+        for step in (self._resolve_dependencies, self._start_due_retries):
             queued = await step(now)
             await self._publish(queued)
             count += len(queued)
@@ -189,9 +185,10 @@ class Scheduler:
                 extra={"event": "scheduler.publish_failed", "count": len(queued)},
             )
 
-    async def _fire_due_jobs(self, now: datetime) -> list[QueuedAttempt]:
+    async def _fire_due_jobs(self, now: datetime) -> int:
+        """Turn due fires into runs, batch by batch; return the attempts queued."""
         assert self.started_at is not None
-        queued: list[QueuedAttempt] = []
+        count = 0
         while jobs := await self._store.due_jobs(now, BATCH):
             active = await self._store.active_runs([job.id for job in jobs])
             advances: list[FireAdvance] = []
@@ -212,10 +209,14 @@ class Scheduler:
             created = await self._store.record_fires(
                 advances, new_runs, now, give_ups, fence=self.fence
             )
-            queued.extend(self._note_created(created))
+            # Each batch goes on the queue once written: with 10,000 fires due at
+            # once, workers start on the first thousand while the rest are written.
+            batch_queued = self._note_created(created)
+            await self._publish(batch_queued)
+            count += len(batch_queued)
             if len(jobs) < BATCH:
                 break
-        return queued
+        return count
 
     async def _resolve_dependencies(self, now: datetime) -> list[QueuedAttempt]:
         queued: list[QueuedAttempt] = []
