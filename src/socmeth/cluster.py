@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from socmeth.clock import Clock
+from socmeth.logs import OutageLog
 from socmeth.store.base import Lease, NodeBeat, NodeRecord, Store
 from socmeth.tasks import cancel_and_wait
 
@@ -102,6 +103,7 @@ class Membership:
         self._clock = clock
         self._describe = describe
         self._task: asyncio.Task[None] | None = None
+        self._outage = OutageLog(log, "node.heartbeat_failed", "the heartbeat")
 
     async def start(self) -> None:
         """Beat once, so that the node is listed from its start, then every second."""
@@ -134,12 +136,9 @@ class Membership:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "heartbeat failed (%s); trying again in %ss",
-                    exc,
-                    HEARTBEAT_S,
-                    extra={"event": "node.heartbeat_failed"},
-                )
+                self._outage.failed(exc, self._clock.monotonic())
+            else:
+                self._outage.succeeded()
 
 
 class Leadership:
@@ -165,6 +164,7 @@ class Leadership:
         self._follow = follow
         self.lease: Lease | None = None
         self._task: asyncio.Task[None] | None = None
+        self._outage = OutageLog(log, "node.lease_failed", "reading the leader lease")
 
     @property
     def leading(self) -> bool:
@@ -207,12 +207,10 @@ class Leadership:
         except Exception as exc:
             # Unrenewed, the lease lapses within its TTL, when another node may take
             # it: stop acting as leader now rather than risk two.
-            log.warning(
-                "renewing the leader lease failed (%s)",
-                exc,
-                extra={"event": "node.lease_failed"},
-            )
+            self._outage.failed(exc, self._clock.monotonic())
             lease = None
+        else:
+            self._outage.succeeded()
         if lease is not None and self.lease is None:
             self.lease = lease
             log.info(

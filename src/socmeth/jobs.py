@@ -8,6 +8,7 @@ runs follow the job's concurrency policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import replace
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # Reads a change re-applied to a job that changed meanwhile before giving up (409).
 CHANGED_RETRIES = 5
+PUBLISH_TIMEOUT_S = 2.0  # a manual run answers even while the queue hangs
 
 
 class JobService:
@@ -219,17 +221,22 @@ class JobService:
         if attempt is None or attempt.state != "queued":
             return
         try:
-            await self._queue.publish(
-                [QueuedAttempt(attempt.id, run.id, attempt.number)]
+            # Bounded: a queue that hangs must not hold the API's answer, which would
+            # read as a failure to a client that then asks again.
+            await asyncio.wait_for(
+                self._queue.publish(
+                    [QueuedAttempt(attempt.id, run.id, attempt.number)]
+                ),
+                PUBLISH_TIMEOUT_S,
             )
-        except QueueError as exc:
+        except (QueueError, TimeoutError) as exc:
             # The run is stored, which is what counts: the leader's reaper publishes
             # queued attempts the queue does not hold once it answers again.
             log.warning(
                 "run %s is queued, but its message was not published: %s; it is "
                 "published again once the queue answers",
                 run.id,
-                exc,
+                str(exc) or f"no answer within {PUBLISH_TIMEOUT_S}s",
                 extra={"event": "run.publish_failed", "run_id": run.id},
             )
 

@@ -58,3 +58,54 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     logging.getLogger("uvicorn.access").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING
     )
+
+
+class OutageLog:
+    """Log a loop's failures of one kind as an outage: its start, then a reminder
+    every `REMIND_S` while it lasts, and its end.
+
+    A loop that retries each second would otherwise write a line each second for as
+    long as the store is away; the failures between reminders go to DEBUG.
+    """
+
+    REMIND_S = 30.0
+
+    def __init__(self, logger: logging.Logger, event: str, what: str) -> None:
+        self._log = logger
+        self._event = event
+        self._what = what
+        self._failures = 0
+        self._reminded_at = 0.0
+
+    def failed(self, exc: BaseException, monotonic: float) -> None:
+        """Note one failure; log it when it starts an outage or is due a reminder."""
+        self._failures += 1
+        first = self._failures == 1
+        if first or monotonic - self._reminded_at >= self.REMIND_S:
+            self._reminded_at = monotonic
+            self._log.warning(
+                "%s failed (%s)%s",
+                self._what,
+                exc,
+                "" if first else f"; {self._failures} failures in a row",
+                extra={"event": self._event, "failures": self._failures},
+            )
+            return
+        self._log.debug(
+            "%s failed again (%s)",
+            self._what,
+            exc,
+            extra={"event": self._event, "failures": self._failures},
+        )
+
+    def succeeded(self) -> None:
+        """Note a success; log the end of an outage, if one was going on."""
+        if not self._failures:
+            return
+        self._log.info(
+            "%s works again after %s failures",
+            self._what,
+            self._failures,
+            extra={"event": f"{self._event.rsplit('_', 1)[0]}_recovered"},
+        )
+        self._failures = 0

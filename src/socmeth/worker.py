@@ -440,9 +440,19 @@ class WorkerPool:
         try:
             await done
         finally:
-            await self._queue.ack([entry.delivery])
             del self._running[claimed.attempt.id]
             self._slot_freed.set()
+        try:
+            await self._queue.ack([entry.delivery])
+        except QueueError as exc:
+            # The attempt is recorded, so its message only finds nothing to claim
+            # if it is delivered again (after a release); the slot is free anyway.
+            log.warning(
+                "acknowledging the message of run %s failed (%s)",
+                claimed.run.id,
+                exc,
+                extra={"event": "worker.ack_failed", "run_id": claimed.run.id},
+            )
         self._log_end(claimed, outcome)
 
     def _log_end(self, claimed: ClaimedAttempt, outcome: AttemptOutcome) -> None:

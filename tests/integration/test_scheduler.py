@@ -528,3 +528,67 @@ async def test_run_now_answers_with_the_stored_run_when_the_queue_is_down(
     assert any(
         getattr(r, "event", None) == "run.publish_failed" for r in caplog.records
     )
+
+
+class AckRefusingQueue(MemoryQueue):
+    """A queue that delivers but cannot acknowledge, as Redis going away mid-attempt."""
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            raise QueueError("acknowledging on redis://queue failed: no answer")
+
+
+async def test_an_attempt_whose_ack_fails_still_gives_its_slot_back(
+    store: SqlStore,
+) -> None:
+    clock = FakeClock(T0)
+    queue = AckRefusingQueue()
+    async with httpx.AsyncClient() as http:
+        pool, executors = pool_of(store, queue, clock, http)
+        job_id = await add_job(store, job_definition(schedule=None), T0)
+        runs = [
+            await store.create_run(NewRun(job_id, Trigger.MANUAL, None), T0)
+            for _ in range(3)
+        ]
+        await queue.publish([QueuedAttempt(r.attempts[0].id, r.id, 1) for r in runs])
+        pool.start()
+        try:
+            for _ in range(500):
+                states = [(await store.get_run(r.id)).state for r in runs]
+                if not any(state.is_active for state in states):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await pool.stop(0)
+            executors.close()
+
+    assert states == [RunState.SUCCEEDED] * 3
+    assert pool.active_count == 0
+
+
+class HangingQueue(MemoryQueue):
+    """A queue whose publishes never answer, as a Redis frozen mid-command."""
+
+    async def publish(self, attempts: Sequence[QueuedAttempt]) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_run_now_answers_even_when_the_queue_hangs(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("socmeth.jobs.PUBLISH_TIMEOUT_S", 0.05)
+    clock = FakeClock(T0)
+    await add_job(store, job_definition(schedule=None), T0)
+    service = JobService(
+        store,
+        HangingQueue(),
+        clock,
+        max_jobs=10,
+        metrics=Metrics(),
+        wake_scheduler=lambda: None,
+        stop_local=lambda run_ids: None,
+    )
+
+    run = await asyncio.wait_for(service.run_now(await store.get_job_by_name("j")), 5)
+
+    assert (await store.get_run(run.id)).state is RunState.QUEUED
