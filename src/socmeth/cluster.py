@@ -29,6 +29,9 @@ HEARTBEAT_S = 1.0
 DOWN_AFTER = timedelta(seconds=3)
 LEASE_TTL = timedelta(seconds=1.5)
 RENEW_S = 0.5
+# A lease taken over at most this long after it ended was handed over: the fires
+# in between belong to the handover, not to an outage (see Node._handover_since).
+HANDOVER_AT_MOST = timedelta(seconds=10)
 
 
 class NodeState(StrEnum):
@@ -199,9 +202,45 @@ class Leadership:
             await self._clock.sleep(RENEW_S)
             await self._try()
 
+    async def _acquire(self) -> Lease | None:
+        """Renew or take the lease; with term locks, take it from a gone holder.
+
+        On PostgreSQL a leader holds its term's session lock for as long as it
+        leads. A follower that can take the running term's lock knows the
+        holder's process is gone (its session closed) and takes over at once
+        instead of waiting out the TTL, which still covers a holder that hangs or
+        is cut off with its session open. Whoever takes over holds the next term's
+        lock first, so of the followers that try together only one goes on.
+        """
+        store = self._store
+        if not store.has_term_locks:
+            return await store.acquire_lease(self._node_id, LEASE_TTL)
+        if self.lease is not None:
+            lease = await store.acquire_lease(self._node_id, LEASE_TTL)
+            if lease is not None:
+                await store.term_lock(lease.term)  # again, after a lost connection
+            return lease
+
+        now, current = await store.current_lease()
+        gone_term = None
+        if current.leader_at(now) not in (None, self._node_id):
+            if not await store.term_lock(current.term):
+                return None  # its holder's session lives: it leads
+            await store.release_term_lock(current.term)
+            gone_term = current.term
+        following = current.term + 1
+        if not await store.term_lock(following):
+            return None  # another node is taking over
+        lease = await store.acquire_lease(self._node_id, LEASE_TTL, gone_term=gone_term)
+        if lease is None or lease.term != following:
+            await store.release_term_lock(following)
+            if lease is not None:  # renewed a lease of ours from before
+                await store.term_lock(lease.term)
+        return lease
+
     async def _try(self) -> None:
         try:
-            lease = await self._store.acquire_lease(self._node_id, LEASE_TTL)
+            lease = await self._acquire()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -233,6 +272,11 @@ class Leadership:
     async def _step_down(self, why: str) -> None:
         term = self.lease.term if self.lease else None
         self.lease = None
+        if term is not None and self._store.has_term_locks:
+            try:
+                await self._store.release_term_lock(term)
+            except Exception as exc:  # it goes with the session, which is in trouble
+                log.debug("letting go of the term lock failed: %s", exc)
         log.warning(
             "node %s stops leading (term %s): %s",
             self._node_id,

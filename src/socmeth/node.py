@@ -18,13 +18,20 @@ import random
 import socket
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 
 from socmeth import __version__
 from socmeth.clock import Clock, SystemClock
-from socmeth.cluster import DOWN_AFTER, HEARTBEAT_S, Leadership, Membership
+from socmeth.cluster import (
+    DOWN_AFTER,
+    HANDOVER_AT_MOST,
+    HEARTBEAT_S,
+    LEASE_TTL,
+    Leadership,
+    Membership,
+)
 from socmeth.config import Config
 from socmeth.errors import ConfigError
 from socmeth.executors import Executors
@@ -36,7 +43,7 @@ from socmeth.queue.base import Queue
 from socmeth.queue.memory import MemoryQueue
 from socmeth.queue.redis import RedisQueue
 from socmeth.reaper import Reaper
-from socmeth.scheduler import Scheduler
+from socmeth.scheduler import MAX_SLEEP_S, Scheduler
 from socmeth.store.base import Fence, NodeBeat, Store
 from socmeth.store.sql import open_store
 from socmeth.worker import WorkerPool
@@ -221,9 +228,29 @@ class Node:
         assert self.pruner is not None
         assert self.reaper is not None
         fence = Fence(self.info.id, term)
-        self.scheduler.start(fence)
+        self.scheduler.start(fence, self._handover_since())
         self.reaper.start(fence)
         self.pruner.start(fence)
+
+    def _handover_since(self) -> datetime | None:
+        """Return the instant the previous leader's duties may have stopped, when
+        this lease was taken over from it moments ago; None otherwise.
+
+        That is its last renewal (its lease's end minus the TTL) less one scheduler
+        turn. Fires since then are the handover's: the new leader makes them, late,
+        instead of treating them as missed. The unique fire key makes the margin
+        safe: a fire the old leader did make is not made again. A lease that ended
+        longer ago than HANDOVER_AT_MOST was not handed over but abandoned (the
+        cluster was down), and the misfire policy applies as after any outage.
+        """
+        lease = self.leadership.lease if self.leadership else None
+        ended = lease.previous_expires_at if lease else None
+        if ended is None:
+            return None
+        since = ended - LEASE_TTL - timedelta(seconds=MAX_SLEEP_S)
+        if self.clock.now() - since > HANDOVER_AT_MOST:
+            return None
+        return since
 
     async def _follow(self) -> None:
         """Stop the leader's duties at once: another node may lead now."""

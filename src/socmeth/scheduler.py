@@ -84,13 +84,16 @@ class Scheduler:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def start(self, fence: Fence | None = None) -> None:
-        """Start the loop; fires before this instant count as missed.
+    def start(self, fence: Fence | None = None, since: datetime | None = None) -> None:
+        """Start the loop; fires before `since` (default: now) count as missed.
 
         With a `fence`, every write of the loop is made under that leadership: once
-        another node took the lease, the loop ends instead of writing.
+        another node took the lease, the loop ends instead of writing. A leader
+        taking over from another passes `since`, so the fires of the handover are
+        made, late, rather than missed.
         """
-        self.started_at = self._clock.now()
+        now = self._clock.now()
+        self.started_at = min(since, now) if since is not None else now
         self.fence = fence
         self._task = asyncio.create_task(self._loop(), name="scheduler")
 

@@ -3,14 +3,15 @@
 A fenced write holds the lease row FOR KEY SHARE for its whole transaction. The
 holder's renewal must go through meanwhile (a long leader transaction must not cost
 the lease), while another node's takeover must wait for it to end (no write commits
-in a term that is over). SQLite has one node and one writer, so this is
-PostgreSQL's alone.
+in a term that is over). A leader also holds its term's session lock, so that a
+follower takes over at once when the leader's session is gone. SQLite has one node
+and one writer, so this is PostgreSQL's alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from socmeth.clock import SystemClock
+from socmeth.cluster import LEASE_TTL, RENEW_S, Leadership
 from socmeth.store.sql import IDLE_IN_TRANSACTION_S, SqlStore, async_url, open_store
 from tests.integration.conftest import BACKENDS
 
@@ -128,3 +131,90 @@ async def test_a_session_stalled_in_a_transaction_is_ended_by_the_server(
         ).scalar_one()
 
     assert shown == f"{int(IDLE_IN_TRANSACTION_S)}s"
+
+
+class Duties:
+    """Record the terms a Leadership led in."""
+
+    def __init__(self) -> None:
+        self.terms: list[int] = []
+
+    async def lead(self, term: int) -> None:
+        self.terms.append(term)
+
+    async def follow(self) -> None:
+        self.terms.append(-1)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_follower_takes_over_at_once_when_the_leaders_session_is_gone(
+    pg_store: SqlStore, pg_url: str
+) -> None:
+    other = await open_store(pg_url, migrate_first=False)
+    a_duties, b_duties = Duties(), Duties()
+    a = Leadership(
+        pg_store, SystemClock(), "a", lead=a_duties.lead, follow=a_duties.follow
+    )
+    b = Leadership(
+        other, SystemClock(), "b", lead=b_duties.lead, follow=b_duties.follow
+    )
+    try:
+        await a.start()
+        await b.start()
+        await asyncio.sleep(2 * RENEW_S)
+        assert a_duties.terms == [1]
+        assert b_duties.terms == []  # a's session lives: b waits, though it polls
+
+        # a dies: its loop ends and its sessions close, with the lease running.
+        assert a._task is not None
+        a._task.cancel()
+        await pg_store.close()
+        await until(lambda: b.leading)
+        taken = b.lease
+    finally:
+        await b.stop()
+        await other.close()
+
+    assert taken is not None
+    assert taken.term == 2
+    assert taken.previous_expires_at is not None
+    # Taken before a's lease would have lapsed: the session lock, not the TTL.
+    assert taken.expires_at is not None
+    assert taken.expires_at - LEASE_TTL < taken.previous_expires_at
+
+
+async def test_only_one_of_two_followers_takes_over_from_a_gone_leader(
+    pg_store: SqlStore, pg_url: str
+) -> None:
+    first = await pg_store.acquire_lease("a", TTL)
+    assert first is not None
+    assert await pg_store.term_lock(first.term)
+    b_store = await open_store(pg_url, migrate_first=False)
+    c_store = await open_store(pg_url, migrate_first=False)
+    b_duties, c_duties = Duties(), Duties()
+    b = Leadership(
+        b_store, SystemClock(), "b", lead=b_duties.lead, follow=b_duties.follow
+    )
+    c = Leadership(
+        c_store, SystemClock(), "c", lead=c_duties.lead, follow=c_duties.follow
+    )
+    try:
+        await pg_store.close()  # a's session goes; its lease still runs
+        await asyncio.gather(b.start(), c.start())
+        await until(lambda: b.leading or c.leading)
+        await asyncio.sleep(2 * RENEW_S)
+        leaders = [x for x in (b, c) if x.leading]
+    finally:
+        await asyncio.gather(b.stop(), c.stop())
+        await b_store.close()
+        await c_store.close()
+
+    assert len(leaders) == 1
+    led = [term for term in b_duties.terms + c_duties.terms if term > 0]
+    assert led == [2]

@@ -592,3 +592,27 @@ async def test_run_now_answers_even_when_the_queue_hangs(
     run = await asyncio.wait_for(service.run_now(await store.get_job_by_name("j")), 5)
 
     assert (await store.get_run(run.id)).state is RunState.QUEUED
+
+
+async def test_a_scheduler_taking_over_makes_the_fires_of_the_handover(
+    store: SqlStore,
+) -> None:
+    # Every second; the old leader made the 10:00:01 fire, then died. The new
+    # one starts at 10:00:04.2 with the handover since 10:00:01.5: the fires of
+    # 02, 03 and 04 are made, none missed.
+    clock = FakeClock(T0)
+    definition = job_definition(schedule="@every 1s")
+    job_id = await add_job(store, definition, T0)
+    old, _ = scheduler_at(store, clock)
+    await old.turn(T0 + timedelta(seconds=1.2))
+    clock.advance(4.2)
+    new = Scheduler(
+        store, MemoryQueue(), clock, Metrics(), "n2", stop_local=lambda run_ids: None
+    )
+    new.start(since=T0 + timedelta(seconds=1.5))
+    await new.stop()
+
+    await new.turn(clock.now())
+
+    fires = [at for at, _ in await runs_of(store, job_id)]
+    assert fires == [T0 + timedelta(seconds=s) for s in (1, 2, 3, 4)]

@@ -274,6 +274,9 @@ class Lease:
     holder: str | None
     term: int
     expires_at: datetime | None
+    # For a lease just taken from another holder: when that holder's lease ended
+    # (lapsed, released, or still running when it was taken from a gone session).
+    previous_expires_at: datetime | None = None
 
     def leader_at(self, now: datetime) -> str | None:
         """Return the node that holds the lease at `now`, if any."""
@@ -346,14 +349,37 @@ class Store(ABC):
         """Return the store's clock and every node that ever heartbeated, by id."""
 
     @abstractmethod
-    async def acquire_lease(self, node_id: str, ttl: timedelta) -> Lease | None:
+    async def acquire_lease(
+        self, node_id: str, ttl: timedelta, *, gone_term: int | None = None
+    ) -> Lease | None:
         """Renew the lease if `node_id` holds it, or take it if it lapsed.
 
         Taking it raises the term; renewing keeps it, even after a lapse while no
         other node took the lease. Returns the lease when `node_id` holds it after
         the call, None while another node's lease runs. Expiry is by the store's
-        clock.
+        clock. `gone_term`: the lease of that term is taken even while it runs,
+        because its holder's session is known to be gone (see `term_lock`).
         """
+
+    @property
+    @abstractmethod
+    def has_term_locks(self) -> bool:
+        """Tell whether this store has session locks (`term_lock`)."""
+
+    @abstractmethod
+    async def term_lock(self, term: int) -> bool:
+        """Hold the session lock of a term, if no other node's session does.
+
+        A leader holds its term's lock on a connection of its own for as long as it
+        leads, so a follower that can take the lock of the running term knows that
+        the holder's session is gone (its process died): it need not wait for the
+        lease to lapse. Safe to repeat while held. Only for stores with
+        `has_term_locks`.
+        """
+
+    @abstractmethod
+    async def release_term_lock(self, term: int) -> None:
+        """Let go of a term's session lock, if held."""
 
     @abstractmethod
     async def release_lease(self, node_id: str, term: int) -> None:

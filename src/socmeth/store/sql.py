@@ -48,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from socmeth.clock import Clock, SystemClock
 from socmeth.dependencies import (
@@ -161,6 +161,8 @@ _CHUNK = 5000
 # take one so that capacity holds; changes of the dependency graph take the other so
 # that two concurrent updates cannot close a cycle between them.
 _PG_CLAIM_LOCK = 0x736F636D6574_01
+# First key of the two-key advisory locks a leader holds on its term ("socm").
+_PG_TERM_LOCK = 0x736F636D
 _PG_GRAPH_LOCK = 0x736F636D6574_02
 # Names of dependents a refused delete lists before "and N more".
 _NAMED_DEPENDENTS = 10
@@ -345,6 +347,11 @@ class SqlStore(Store):
         self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if self._dialect == "sqlite" else contextlib.nullcontext()
         )
+        # The term locks (PostgreSQL): a connection of their own, opened lazily.
+        self._lock_engine: AsyncEngine | None = None
+        self._lock_conn: AsyncConnection | None = None
+        self._term_locks: set[int] = set()
+        self._term_lock_guard = asyncio.Lock()
 
     @property
     def engine(self) -> AsyncEngine:
@@ -367,6 +374,9 @@ class SqlStore(Store):
     # Lifecycle
 
     async def close(self) -> None:
+        await self._drop_lock_connection()
+        if self._lock_engine is not None:
+            await self._lock_engine.dispose()
         await self._engine.dispose()
         logger.info("store closed", extra={"event": "store.closed"})
 
@@ -431,7 +441,9 @@ class SqlStore(Store):
             for row in rows
         ]
 
-    async def acquire_lease(self, node_id: str, ttl: timedelta) -> Lease | None:
+    async def acquire_lease(
+        self, node_id: str, ttl: timedelta, *, gone_term: int | None = None
+    ) -> Lease | None:
         async with self._writing() as conn:
             # FOR NO KEY UPDATE does not wait for the fenced writes in progress,
             # which hold the row FOR KEY SHARE: a leader renews while its own long
@@ -441,18 +453,21 @@ class SqlStore(Store):
                 # Renewed; even after it lapsed, while no other node took it, this
                 # node led all along, so the term stands.
                 term = held.term
-            elif held.expires_at is None or held.expires_at <= now:
+            elif _takeable(held, now, gone_term):
                 # A takeover waits for every fenced write in progress (FOR UPDATE),
                 # then decides again on what it reads once they ended.
                 held, now = await self._read_lease(conn, takeover=True)
-                if held.holder != node_id and (
-                    held.expires_at is not None and held.expires_at > now
-                ):
+                if held.holder != node_id and not _takeable(held, now, gone_term):
                     return None
                 term = held.term if held.holder == node_id else held.term + 1
             else:
                 return None
-            lease = Lease(node_id, term, now + ttl)
+            lease = Lease(
+                node_id,
+                term,
+                now + ttl,
+                previous_expires_at=held.expires_at if term != held.term else None,
+            )
             await conn.execute(
                 update(leader_lease)
                 .where(leader_lease.c.id == 1)
@@ -466,6 +481,69 @@ class SqlStore(Store):
                 extra={"event": "store.lease_taken", "term": term},
             )
         return lease
+
+    @property
+    def has_term_locks(self) -> bool:
+        return self._dialect == "postgresql"
+
+    async def term_lock(self, term: int) -> bool:
+        if not self.has_term_locks:
+            raise NotImplementedError(f"a {self._dialect} store has no session locks")
+        async with self._term_lock_guard:
+            with _store_errors():
+                try:
+                    conn = await self._lock_connection()
+                    if term in self._term_locks:
+                        # Held for as long as the session lives: check it does.
+                        await conn.execute(text("SELECT 1"))
+                        return True
+                    taken = await conn.scalar(
+                        text("SELECT pg_try_advisory_lock(:kind, :term)"),
+                        {"kind": _PG_TERM_LOCK, "term": _int4(term)},
+                    )
+                except BaseException:
+                    await self._drop_lock_connection()
+                    raise
+            if taken:
+                self._term_locks.add(term)
+            return bool(taken)
+
+    async def release_term_lock(self, term: int) -> None:
+        async with self._term_lock_guard:
+            if term not in self._term_locks or self._lock_conn is None:
+                return
+            self._term_locks.discard(term)
+            with _store_errors():
+                try:
+                    await self._lock_conn.execute(
+                        text("SELECT pg_advisory_unlock(:kind, :term)"),
+                        {"kind": _PG_TERM_LOCK, "term": _int4(term)},
+                    )
+                except BaseException:
+                    await self._drop_lock_connection()  # which lets go of it too
+                    raise
+
+    async def _lock_connection(self) -> AsyncConnection:
+        """Return the connection term locks live on, opened when first needed.
+
+        Its own engine without a pool, in autocommit: the locks are the session's,
+        and the session is never idle in a transaction.
+        """
+        if self._lock_conn is None:
+            if self._lock_engine is None:
+                self._lock_engine = create_async_engine(
+                    self._engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+                )
+            self._term_locks.clear()
+            self._lock_conn = await self._lock_engine.connect()
+        return self._lock_conn
+
+    async def _drop_lock_connection(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        self._term_locks.clear()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _read_lease(
         self, conn: AsyncConnection, *, takeover: bool
@@ -1185,6 +1263,19 @@ class SqlStore(Store):
 
 
 # Errors and small values
+
+
+def _takeable(lease: Lease, now: datetime, gone_term: int | None) -> bool:
+    """Tell whether another node may take this lease: it lapsed, or its holder's
+    session is known to be gone (`gone_term` is its term)."""
+    lapsed = lease.expires_at is None or lease.expires_at <= now
+    return lapsed or lease.term == gone_term
+
+
+def _int4(term: int) -> int:
+    """Fold a term into the int4 key of an advisory lock (terms grow by one per
+    takeover, so they fit for ever in practice; folding keeps that true)."""
+    return (term + 2**31) % 2**32 - 2**31
 
 
 async def _check_fence(conn: AsyncConnection, fence: Fence | None) -> None:
