@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import json
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -226,46 +226,50 @@ def _to_json(value: Any) -> Any:
 
 
 @functools.cache
-def _fields_of(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
-    """Return a dataclass's resolved type hints and field names, once per class.
+def _decoder_of(hint: Any) -> Callable[[Any], Any]:
+    """Return the function that decodes a JSON value of this type, built once.
 
-    Resolving the string annotations costs about 0.4 ms, and every run of a job
-    decodes its definition: cached, a thousand runs save a second.
+    Working the hint out for every field of every definition (`get_origin`,
+    `get_args`, `get_type_hints`) cost about 0.1 ms per definition; a scheduler turn
+    over 10,000 due jobs spent a second on it.
     """
-    known = frozenset(f.name for f in dataclasses.fields(cls))
-    return get_type_hints(cls), known
-
-
-def _dataclass_from_json(cls: type[T], document: Mapping[str, Any]) -> T:
-    hints, known = _fields_of(cls)  # type: ignore[arg-type]
-    values = {
-        name: _from_json(hints[name], item)
-        for name, item in document.items()
-        if name in known
-    }
-    return cls(**values)
-
-
-def _from_json(hint: Any, value: Any) -> Any:
-    if value is None:
-        return None
-
     origin = get_origin(hint)
     if origin is Union or origin is types.UnionType:
         (inner,) = (arg for arg in get_args(hint) if arg is not type(None))
-        return _from_json(inner, value)
+        return _optional(_decoder_of(inner))
     if origin is tuple:
-        return tuple(_from_json(get_args(hint)[0], item) for item in value)
+        item = _decoder_of(get_args(hint)[0])
+        return _optional(lambda value: tuple(item(v) for v in value))
     if origin is Mapping or origin is dict:
-        item_hint = get_args(hint)[1]
-        return {key: _from_json(item_hint, item) for key, item in value.items()}
-
+        item = _decoder_of(get_args(hint)[1])
+        return _optional(lambda value: {k: item(v) for k, v in value.items()})
     if hint is timedelta:
-        return timedelta(seconds=value)
+        return _optional(lambda value: timedelta(seconds=value))
     if hint is float:
-        return float(value)
+        return _optional(float)
     if isinstance(hint, type) and issubclass(hint, Enum):
-        return hint(value)
+        return _optional(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _dataclass_from_json(hint, value)
-    return value
+        return _optional(functools.partial(_dataclass_from_json, hint))
+    return lambda value: value
+
+
+def _optional(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else decode(value)
+
+
+@functools.cache
+def _field_decoders(cls: type) -> dict[str, Callable[[Any], Any]]:
+    """Return each field's decoder of a dataclass, by field name, once per class."""
+    hints = get_type_hints(cls)
+    return {f.name: _decoder_of(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _dataclass_from_json(cls: type[T], document: Mapping[str, Any]) -> T:
+    decoders = _field_decoders(cls)  # type: ignore[arg-type]
+    values = {
+        name: decoders[name](item)
+        for name, item in document.items()
+        if name in decoders
+    }
+    return cls(**values)
