@@ -8,6 +8,7 @@ value that is wrong stops the start with a `ConfigError` naming it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -36,6 +37,11 @@ Switch = Annotated[bool, Strict()]
 
 ENV_PREFIX = "SOCMETH_"
 NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A host name (RFC 1123 labels) or an IPv4 address, which has the same letters.
+HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 ENV_ALIASES = {"POSTGRES_URL": ("database", "url"), "REDIS_URL": ("redis", "url")}
 
 
@@ -151,9 +157,22 @@ class ClusterConfig(_Section):
 
 
 def _check_address(address: str) -> None:
+    """Accept `host:port`: a host name, an IPv4 address or a bracketed IPv6 one."""
     host, colon, port = address.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{address!r} is not host:port (for example node2:8080)")
+    port_ok = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+    if not colon or not port_ok or not _is_host(host):
+        raise ValueError(
+            f"{address!r} is not host:port (for example node2:8080 or [::1]:8080)"
+        )
+
+
+def _is_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return ipaddress.ip_address(host[1:-1]).version == 6
+        except ValueError:
+            return False
+    return HOST_NAME.fullmatch(host) is not None
 
 
 class AuthConfig(_Section):

@@ -211,6 +211,8 @@ class Node:
         host = self.config.server.host or "127.0.0.1"
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"  # an IPv6 address, as in a URL
         return f"{host}:{self.config.server.port}"
 
     def _beat(self) -> NodeBeat:
