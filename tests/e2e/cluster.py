@@ -5,18 +5,22 @@ both removed by `close()`, and N nodes named `n1`, `n2`, ... that list each othe
 peers. Nothing here touches data it did not create. The services default to the
 machine's (`SOCMETH_TEST_POSTGRES_URL`, `SOCMETH_TEST_REDIS_URL` override them); a
 test that restarts a service passes URLs of throwaway instances instead.
+
+`close()` also kills, by pid, the commands that nodes started for the cluster's
+store and left running (a SIGKILLed node's children outlive it on this machine).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -28,6 +32,30 @@ POSTGRES_URL = os.environ.get(
     "SOCMETH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/postgres"
 )
 REDIS_URL = os.environ.get("SOCMETH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PROC = Path("/proc")
+
+T = TypeVar("T")
+
+
+def wait_for(
+    check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll `check` until it returns something other than None; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(interval)
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll `check` until it holds; fail naming `what`."""
+    wait_for(lambda: True if check() else None, timeout, what, interval)
 
 
 def with_database(url: str, name: str) -> str:
@@ -61,6 +89,18 @@ class ClusterNode(Server):
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def wait_exit(self, timeout: float = 30) -> int:
+        """Wait for the process to end without signalling it; return its status.
+
+        (`stop` signals a process still running, and a second SIGTERM that lands
+        while CPython finalizes, after it restored the default handlers, ends the
+        process by the signal instead of its exit status.)
+        """
+        assert self.process is not None, f"{self.node_id} is not running"
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
 
 class Cluster:
     """Own a scratch database, a key prefix and the nodes that share them."""
@@ -80,9 +120,10 @@ class Cluster:
         self.database_url = with_database(postgres_url, self.database)
         self.redis_url = redis_url
         self.prefix = f"socmeth-e2e-{tag}"
+        self.root = root
         psql(self.admin_url, f'CREATE DATABASE "{self.database}"')
         ports = [free_port() for _ in range(size)]
-        shared = {
+        self.shared_env = shared = {
             "POSTGRES_URL": self.database_url,
             "REDIS_URL": redis_url,
             "SOCMETH_REDIS_PREFIX": self.prefix,
@@ -103,6 +144,25 @@ class Cluster:
                     port=port,
                 )
             )
+
+    def extra_node(self, node_id: str) -> ClusterNode:
+        """Add a node on a new port, sharing the store and queue, not yet started.
+
+        Its peers are the cluster's other nodes; `close()` cleans it up as well.
+        """
+        port = free_port()
+        peers = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        data_dir = self.root / f"{node_id}-extra{len(self.nodes)}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        node = ClusterNode(
+            node_id,
+            data_dir,
+            env=self.shared_env,
+            args=["--node-id", node_id, "--peers", peers],
+            port=port,
+        )
+        self.nodes.append(node)
+        return node
 
     def start(self, nodes: Sequence[ClusterNode] | None = None) -> None:
         """Start nodes (all by default) and wait until each is ready."""
@@ -161,6 +221,28 @@ class Cluster:
         """Read the cluster's store directly, as a check beside the API."""
         return psql(self.database_url, query)
 
+    @property
+    def store_id(self) -> str:
+        """The name nodes give the store in the environment of the commands they
+        run (`SOCMETH_STORE_ID`, see socmeth.executors.procs)."""
+        from socmeth.executors.procs import store_id_of
+
+        return store_id_of(self.database_url)
+
+    def attempt_processes(self) -> list[int]:
+        """Return the pids of live processes that nodes started for this store's
+        attempts (by the environment they were given), wherever their node is."""
+        return [pid for pid, _ in _processes_of_store(self.store_id)]
+
+    def kill_attempt_processes(self) -> list[int]:
+        """SIGKILL the process groups of this store's attempt processes, by pid;
+        return the pids found. A SIGKILLed node leaves its commands running."""
+        found = _processes_of_store(self.store_id)
+        for _, group in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+        return [pid for pid, _ in found]
+
     def close(self) -> None:
         """Kill every node, drop the database and delete the prefix's keys."""
         for node in self.nodes:
@@ -168,6 +250,7 @@ class Cluster:
                 node.process.kill()
                 node.process.wait()
             node.client.close()
+        self.kill_attempt_processes()
         psql(
             self.admin_url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -204,3 +287,24 @@ def delete_redis_prefix(url: str, prefix: str) -> None:
         pass  # a throwaway Redis already gone holds nothing of anybody's
     finally:
         client.close()
+
+
+def _processes_of_store(store_id: str) -> list[tuple[int, int]]:
+    """Return (pid, process group) of live processes whose environment names the
+    store: `SOCMETH_STORE_ID`, which socmeth sets on every command it starts."""
+    if not PROC.is_dir():
+        return []
+    wanted = f"SOCMETH_STORE_ID={store_id}".encode()
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields[0] != "Z" and wanted in environ.split(b"\0"):
+            found.append((int(entry.name), int(fields[2])))
+    return found
