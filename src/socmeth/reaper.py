@@ -7,9 +7,10 @@ Leader duties, next to the scheduler and the pruner, run once a second:
   `lost`, and the job's retry policy decides what follows, as for any other end. The
   finish is conditional on the node still being silent, in its own transaction, so a
   node that beats again in between keeps its attempt;
-- **release**: the queue's pending messages of such a node go back to every
-  consumer, once per silence (a node that comes back and falls silent again is
-  released again);
+- **release**: the unacknowledged messages of queue consumers that are not live
+  nodes (silent, stopped, or never seen) go back to every consumer. Asked of the
+  queue on every pass, so a message a node took just before it fell silent is
+  never left behind;
 - **republish**: queued attempts the store holds but the queue does not (Redis
   restarted without its data, or a leader died between its commit and its
   publish) are published again: at the start of each leadership, once more when
@@ -80,7 +81,6 @@ class Reaper:
         self._fence: Fence | None = None
         self._watching_since: datetime | None = None  # store instant
         self._last_pass_at: datetime | None = None  # store instant
-        self._released: dict[str, datetime] = {}  # node id -> heartbeat released at
         self._republish_due: float | None = None  # monotonic; None: now
 
     def start(self, fence: Fence | None = None) -> None:
@@ -88,7 +88,6 @@ class Reaper:
         self._fence = fence
         self._watching_since = None
         self._last_pass_at = None
-        self._released = {}
         self._republish_due = None
         self._task = asyncio.create_task(self._loop(), name="reaper")
 
@@ -134,8 +133,8 @@ class Reaper:
             self._watching_since = store_now
         if store_now - self._watching_since >= DOWN_AFTER:
             silent_since = store_now - DOWN_AFTER
-            await self._release(silent_since)
             await self.reap(silent_since)
+            await self.release(silent_since)
         monotonic = self._clock.monotonic()
         if self._republish_due is None or monotonic >= self._republish_due:
             await self.republish()
@@ -191,19 +190,19 @@ class Reaper:
                 break
         return total
 
-    async def _release(self, silent_since: datetime) -> None:
-        """Return the queue messages of nodes that fell silent, once per silence."""
+    async def release(self, silent_since: datetime) -> None:
+        """Return the queue messages held by consumers that are not live nodes."""
+        holders = await self._queue.holders()
+        if not holders - {self._node_id}:
+            return
         _, records = await self._store.list_nodes()
-        for record in records:
-            silent = (
-                record.stopped_at is not None or record.last_heartbeat_at < silent_since
-            )
-            if record.id == self._node_id or not silent:
-                continue
-            if self._released.get(record.id) == record.last_heartbeat_at:
-                continue
-            await self._queue.release(record.id)
-            self._released[record.id] = record.last_heartbeat_at
+        live = {
+            record.id
+            for record in records
+            if record.stopped_at is None and record.last_heartbeat_at >= silent_since
+        }
+        for consumer in sorted(holders - live - {self._node_id}):
+            await self._queue.release(consumer)
 
     async def republish(self) -> int:
         """Publish the store's queued attempts that the queue does not hold."""

@@ -1,23 +1,35 @@
-"""Leadership and membership over a real SQLite store, moved by a fake clock."""
+"""Leadership and membership over a real SQLite store, moved by a fake clock; then
+whole nodes in cluster mode on the machine's PostgreSQL and Redis."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy import update
 
+from socmeth.api.app import create_app
 from socmeth.clock import FakeClock
-from socmeth.cluster import RENEW_S, Leadership, Membership
-from socmeth.errors import StoreError
+from socmeth.cluster import DOWN_AFTER, RENEW_S, Leadership, Membership
+from socmeth.config import Config, load_config
+from socmeth.errors import ConfigError, StoreError
 from socmeth.metrics import Metrics
 from socmeth.models import JobDefinition, JobType
+from socmeth.node import Node
 from socmeth.queue.memory import MemoryQueue
 from socmeth.scheduler import Scheduler
 from socmeth.store.base import Fence, NodeBeat
+from socmeth.store.schema import nodes
 from socmeth.store.sql import SqlStore, open_store
+from tests.integration.conftest import BACKENDS, REDIS_URL, QueueBackend
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -190,3 +202,207 @@ async def test_a_scheduler_whose_leadership_was_taken_over_stops_writing(
         for record in caplog.records
     )
     await scheduler.stop()
+
+
+# The address a node advertises
+
+
+@pytest.mark.parametrize(
+    ("overrides", "address"),
+    [
+        ({}, "127.0.0.1:8080"),
+        ({"server.host": "10.1.2.3", "server.port": 9000}, "10.1.2.3:9000"),
+        ({"server.host": "0.0.0.0"}, f"{socket.gethostname()}:8080"),
+        ({"server.host": "::"}, f"{socket.gethostname()}:8080"),
+        ({"server.host": "0.0.0.0", "cluster.advertise": "n1.lan:80"}, "n1.lan:80"),
+        ({"server.host": "::1"}, "[::1]:8080"),
+    ],
+    ids=[
+        "loopback-default",
+        "bound-address",
+        "every-ipv4-address",
+        "every-ipv6-address",
+        "advertised",
+        "ipv6-address",
+    ],
+)
+def test_a_node_advertises_the_address_others_reach_it_at(
+    overrides: dict[str, Any], address: str, tmp_path: Path
+) -> None:
+    config = load_config(
+        environ={}, overrides={"server.data_dir": str(tmp_path), **overrides}
+    )
+
+    assert Node(config).address == address
+
+
+# Nodes in cluster mode: PostgreSQL for the store, Redis for the queue. The node's
+# clock is fake (it paces the node's loops and its watch of a taken id); the
+# store's clock is PostgreSQL's own, so rows are dated back by hand where needed.
+
+ConfigFor = Callable[..., Config]
+
+
+@pytest.fixture
+async def postgres_url(tmp_path: Path) -> AsyncIterator[str]:
+    async with BACKENDS["postgresql"](tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def peer_store(postgres_url: str) -> AsyncIterator[SqlStore]:
+    """Yield the store as the other nodes of the cluster reach it; one of them, n2,
+    leads, so that the node under test only follows. (A leader's stop can hang on
+    Python 3.11, see test_reaper.py: that is not what these tests are about.)"""
+    opened = await open_store(postgres_url)
+    lease = await opened.acquire_lease("n2", timedelta(minutes=5))
+    assert lease is not None
+    assert await opened.term_lock(lease.term)  # as a leader holds its term's lock
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def cluster_config(
+    postgres_url: str, redis_backend: QueueBackend, tmp_path: Path
+) -> ConfigFor:
+    redis_backend.prefixes.add(redis_backend.prefix)  # its keys go with the test
+
+    def make(overrides: Mapping[str, Any] | None = None) -> Config:
+        return load_config(
+            environ={},
+            overrides={
+                "database.url": postgres_url,
+                "redis.url": REDIS_URL,
+                "redis.prefix": redis_backend.prefix,
+                "server.data_dir": str(tmp_path),
+                "workers.shutdown_grace": 0,
+                **(overrides or {}),
+            },
+        )
+
+    return make
+
+
+def beat_of(node_id: str, address: str) -> NodeBeat:
+    return NodeBeat(node_id, address, "0.1.0", T0, 0)
+
+
+async def start_watched(
+    node: Node, clock: FakeClock, beat: Callable[[], Awaitable[object]] | None
+) -> None:
+    """Start the node, moving its clock half a second at a time; before each move
+    the other holder of its id beats, when there is one."""
+    starting = asyncio.create_task(node.start())
+    deadline = time.monotonic() + 20
+    try:
+        while not starting.done():
+            assert time.monotonic() < deadline, "the node never finished starting"
+            if beat is not None:
+                await beat()
+            clock.advance(0.5)
+            await asyncio.sleep(0.01)
+    finally:
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+    await starting
+
+
+async def row_of(store: SqlStore, node_id: str) -> Any:
+    (row,) = [r for r in (await store.list_nodes())[1] if r.id == node_id]
+    return row
+
+
+async def test_a_node_id_that_keeps_beating_is_refused(
+    cluster_config: ConfigFor, peer_store: SqlStore
+) -> None:
+    live = beat_of("n1", "elsewhere:8080")
+    await peer_store.heartbeat(live)
+    clock = FakeClock(T0)
+    node = Node(cluster_config(), clock=clock, node_id="n1")
+    try:
+        with pytest.raises(ConfigError) as refused:
+            await start_watched(node, clock, lambda: peer_store.heartbeat(live))
+    finally:
+        await node.stop()
+
+    assert refused.value.key == "cluster.node_id"
+    assert "node 'n1' is already up at elsewhere:8080" in str(refused.value)
+    row = await row_of(peer_store, "n1")
+    assert (row.address, row.stopped_at) == ("elsewhere:8080", None)  # left alone
+
+
+async def test_a_fresh_row_that_beats_no_more_is_a_previous_life(
+    cluster_config: ConfigFor, peer_store: SqlStore
+) -> None:
+    await peer_store.heartbeat(beat_of("n1", "elsewhere:8080"))  # killed just now
+    clock = FakeClock(T0)
+    node = Node(cluster_config(), clock=clock, node_id="n1")
+    try:
+        await start_watched(node, clock, None)
+
+        row = await row_of(peer_store, "n1")
+        assert (row.address, row.stopped_at) == ("127.0.0.1:8080", None)
+    finally:
+        await node.stop()
+
+
+@pytest.mark.parametrize("previous", ["stale", "stopped"])
+async def test_a_stale_or_stopped_row_is_a_previous_life_accepted_at_once(
+    cluster_config: ConfigFor, peer_store: SqlStore, previous: str
+) -> None:
+    await peer_store.heartbeat(beat_of("n1", "elsewhere:8080"))
+    if previous == "stopped":
+        await peer_store.mark_stopped("n1")
+    else:
+        silent_since = await peer_store.store_now() - DOWN_AFTER - timedelta(seconds=1)
+        async with peer_store.engine.begin() as conn:
+            await conn.execute(update(nodes).values(last_heartbeat_at=silent_since))
+    node = Node(cluster_config(), clock=FakeClock(T0), node_id="n1")
+    try:
+        await asyncio.wait_for(node.start(), 10)  # the clock never moves: no watch
+
+        row = await row_of(peer_store, "n1")
+        assert (row.address, row.stopped_at) == ("127.0.0.1:8080", None)
+    finally:
+        await node.stop()
+
+
+async def test_nodes_lists_configured_peers_never_seen_as_expected(
+    cluster_config: ConfigFor, peer_store: SqlStore
+) -> None:
+    config = cluster_config(
+        {
+            "cluster.peers": "n2.lan:8080,n3.lan:8080,n3.lan:8080",
+            "cluster.advertise": "n1.lan:8080",
+        }
+    )
+    node = Node(config, clock=FakeClock(T0), node_id="n1")
+    await node.start()
+    try:
+        await peer_store.heartbeat(beat_of("n2", "n2.lan:8080"))
+        transport = httpx.ASGITransport(app=create_app(node))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            listed = (await http.get("/api/nodes")).json()["items"]
+            counts = (await http.get("/api/cluster")).json()["nodes"]
+    finally:
+        await node.stop()
+
+    assert [(n["id"], n["address"], n["state"], n["leader"]) for n in listed] == [
+        ("n1", "n1.lan:8080", "up", False),
+        ("n2", "n2.lan:8080", "up", True),
+        ("n3.lan:8080", "n3.lan:8080", "expected", False),
+    ]
+    assert listed[2] == {
+        "id": "n3.lan:8080",
+        "address": "n3.lan:8080",
+        "state": "expected",
+        "leader": False,
+        "started_at": None,
+        "last_heartbeat_at": None,
+        "version": None,
+        "running": 0,
+    }
+    assert counts == {"up": 2, "down": 0, "expected": 1}

@@ -17,7 +17,7 @@ import pytest
 
 import socmeth.queue.redis
 from socmeth.queue.base import MESSAGE_VERSION, Delivery, Queue, QueueError
-from socmeth.queue.redis import RedisQueue
+from socmeth.queue.redis import SCAN_BATCH, RedisQueue
 from socmeth.store.base import QueuedAttempt
 from tests.integration.conftest import (
     REDIS_URL,
@@ -239,6 +239,51 @@ async def test_prefixes_keep_queues_apart(queue_backend: QueueBackend) -> None:
     assert await queue.receive("node-b", 10, 0) == []
 
 
+async def test_held_names_waiting_and_pending_messages_not_acknowledged_ones(
+    queue: Queue,
+) -> None:
+    assert await queue.held() == set()
+    await queue.publish(attempts(1, 2, 3, 4))
+    got = await queue.receive("node-a", 3, 1.0)  # 1, 2, 3 pending; 4 waiting
+
+    await queue.ack([d for d in got if d.attempt.attempt_id == 2])
+    assert await queue.held() == {1, 3, 4}
+
+    await queue.ack(got)
+    assert await queue.held() == {4}
+
+
+async def test_released_messages_are_still_held(queue: Queue) -> None:
+    await queue.publish(attempts(1, 2))
+    stale = await queue.receive("node-a", 10, 1.0)
+
+    await queue.release("node-a")
+    assert await queue.held() == {1, 2}
+
+    again = await queue.receive("node-b", 10, 1.0)
+    await queue.ack(stale)  # node-a was slow, not gone: its late ack changes nothing
+    assert await queue.held() == {1, 2}
+    await queue.ack(again)
+    assert await queue.held() == set()
+
+
+async def test_holders_are_the_consumers_with_unacknowledged_messages(
+    queue: Queue,
+) -> None:
+    assert await queue.holders() == set()
+    await queue.publish(attempts(1, 2, 3))
+    on_a = await queue.receive("node-a", 1, 1.0)
+    on_b = await queue.receive("node-b", 1, 1.0)
+    assert await queue.holders() == {"node-a", "node-b"}  # 3 waits: nobody's
+
+    await queue.ack(on_a)
+    assert await queue.holders() == {"node-b"}
+
+    await queue.release("node-b")
+    assert await queue.holders() == set()
+    assert on_b
+
+
 # Durable queues
 
 
@@ -294,6 +339,17 @@ async def test_an_unreadable_message_is_refused_and_left_pending(
     await queue.release("node-a")  # offered to the others: a newer node reads it
 
     assert await queue.size() == 1
+
+
+async def test_held_leaves_out_messages_it_cannot_read(
+    reading_queue_backend: QueueBackend,
+) -> None:
+    queue = reading_queue_backend.open()
+    await queue.publish(attempts(1))
+    await reading_queue_backend.add_raw("not json at all")
+    await queue.publish(attempts(2))
+
+    assert await queue.held() == {1, 2}
 
 
 # Redis: keys, errors, restarts
@@ -409,3 +465,19 @@ async def test_redis_messages_survive_a_restart_with_persistence(
         assert ids_of(await queue.receive("node-b", 10, 1.0)) == [1]
     finally:
         await queue.close()
+
+
+@pytest.mark.parametrize(
+    "count",
+    [SCAN_BATCH, 2 * SCAN_BATCH + 1],
+    ids=["one-full-batch", "three-batches"],
+)
+async def test_redis_held_reads_every_entry_however_many_batches_it_takes(
+    redis_backend: QueueBackend, count: int
+) -> None:
+    queue = redis_backend.open()
+    await queue.publish(attempts(*range(1, count + 1)))
+    pending = await queue.receive("node-a", 5, 1.0)
+    await queue.ack(pending[:2])  # deleted entries leave gaps in the first batch
+
+    assert await queue.held() == set(range(3, count + 1))

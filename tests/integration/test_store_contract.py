@@ -52,10 +52,18 @@ from socmeth.store.base import (
     NewRun,
     NodeBeat,
     Page,
+    QueuedAttempt,
     RunFilter,
 )
 from socmeth.store.migrate import alembic_config, head_revision, migrate
-from socmeth.store.schema import attempt_outputs, attempts, jobs, metadata, runs
+from socmeth.store.schema import (
+    attempt_outputs,
+    attempts,
+    jobs,
+    metadata,
+    nodes,
+    runs,
+)
 from socmeth.store.sql import (
     SqlStore,
     async_url,
@@ -1551,3 +1559,203 @@ async def test_every_leader_write_refuses_a_stale_fence(store: SqlStore) -> None
     assert (await store.get_run(run.id)).state is RunState.QUEUED
     assert len((await store.get_run(run.id)).attempts) == 1
     assert (await store.get_run(waiting.id)).state is RunState.WAITING
+
+
+# Cluster: orphaned attempts and the reaper's conditional finish. Heartbeats are
+# dated back by hand where a test needs a node that fell silent: the store's clock
+# is PostgreSQL's own on that backend, and no test can move it.
+
+
+def lost(error: str = "node gone stopped answering") -> AttemptOutcome:
+    return ended(AttemptState.LOST, RunState.FAILED, error=error)
+
+
+async def date_last_heartbeat(store: SqlStore, node_id: str, at: datetime) -> None:
+    """Move a node's last heartbeat back to `at`, as if it had fallen silent then."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(nodes).where(nodes.c.id == node_id).values(last_heartbeat_at=at)
+        )
+
+
+async def test_orphaned_attempts_are_those_of_silent_stopped_and_unknown_nodes(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    alive_at = await store.heartbeat(beat("alive"))
+    await store.heartbeat(beat("silent"))
+    await date_last_heartbeat(store, "silent", alive_at - MINUTE)
+    await store.heartbeat(beat("stopped"))  # beat last, so only its stop counts
+    await store.mark_stopped("stopped")
+    made = [await fire(store, job, NOW + i * MINUTE) for i in range(6)]
+    # Claimed out of id order: the order returned is the attempts', not the claims'.
+    on_silent = await claim(store, made[3], "silent")
+    await claim(store, made[0], "alive")
+    on_unknown = await claim(store, made[2], "never-beat")
+    on_stopped = await claim(store, made[1], "stopped")
+    await finish(store, await claim(store, made[4], "silent"), ended())
+    # made[5] stays queued: it has no node
+
+    orphans = await store.orphaned_attempts(alive_at, 10)
+
+    assert [o.attempt.id for o in orphans] == [
+        on_stopped.id,
+        on_unknown.id,
+        on_silent.id,
+    ]
+    first = orphans[0]
+    assert (first.attempt.node_id, first.attempt.state) == (
+        "stopped",
+        AttemptState.RUNNING,
+    )
+    assert (first.run.id, first.run.state, first.job.id) == (
+        made[1].id,
+        RunState.RUNNING,
+        job.id,
+    )
+
+
+async def test_orphaned_attempts_come_oldest_first_up_to_the_limit(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    made = [await fire(store, job, NOW + i * MINUTE) for i in range(4)]
+    for run in reversed(made):
+        await claim(store, run, "never-beat")
+    ids = [run.attempts[0].id for run in made]
+    since = await store.store_now()
+
+    assert [o.attempt.id for o in await store.orphaned_attempts(since, 3)] == ids[:3]
+    assert [o.attempt.id for o in await store.orphaned_attempts(since, 1)] == ids[:1]
+
+
+async def test_orphaned_attempts_leave_out_those_of_the_node_named(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    await claim(store, await fire(store, job, NOW), "leader")
+    other = await claim(store, await fire(store, job, NOW + MINUTE), "other")
+    since = await store.store_now()
+
+    orphans = await store.orphaned_attempts(since, 10, except_node="leader")
+
+    assert [o.attempt.id for o in orphans] == [other.id]
+    assert len(await store.orphaned_attempts(since, 10)) == 2
+
+
+async def test_a_node_is_silent_only_once_its_last_heartbeat_is_before_the_instant(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    beaten_at = await store.heartbeat(beat("a"))
+    attempt = await claim(store, await fire(store, job), "a")
+
+    assert await store.orphaned_attempts(beaten_at, 10) == []
+    (orphan,) = await store.orphaned_attempts(beaten_at + timedelta(microseconds=1), 10)
+    assert orphan.attempt.id == attempt.id
+
+
+async def test_a_reaping_finish_is_refused_for_a_node_that_beat_after_silent_since(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    await store.heartbeat(beat("gone"))
+    await store.heartbeat(beat("back"))
+    on_gone = await claim(store, await fire(store, job, NOW), "gone")
+    on_back = await claim(store, await fire(store, job, NOW + MINUTE), "back")
+    silent_since = await store.store_now()
+    for node_id in ("gone", "back"):
+        await date_last_heartbeat(store, node_id, silent_since - MINUTE)
+    assert len(await store.orphaned_attempts(silent_since, 10)) == 2
+    await store.heartbeat(beat("back"))  # between the reaper's read and its write
+
+    finished = await store.finish_attempts(
+        [AttemptFinish(on_back.id, lost()), AttemptFinish(on_gone.id, lost())],
+        NOW + MINUTE,
+        silent_since=silent_since,
+    )
+
+    refused, kept = finished.runs
+    assert refused is None
+    assert kept is not None
+    assert (kept.id, kept.state) == (on_gone.run_id, RunState.FAILED)
+    assert kept.attempts[0].error == "node gone stopped answering"
+    untouched = await store.get_run(on_back.run_id)
+    assert untouched.state is RunState.RUNNING
+    assert [(a.state, a.error, a.finished_at) for a in untouched.attempts] == [
+        (AttemptState.RUNNING, None, None)
+    ]
+
+
+async def test_a_finish_without_silent_since_ignores_the_nodes_heartbeats(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    await store.heartbeat(beat("a"))
+    attempt = await claim(store, await fire(store, job), "a")
+
+    assert await finish(store, attempt, ended()) is not None
+
+
+async def test_a_reaping_finish_under_a_stale_fence_raises_and_writes_nothing(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    attempt = await claim(store, await fire(store, job), "never-beat")
+    stale, current = await _lost_lease(store)
+    reaping = [AttemptFinish(attempt.id, lost(), "tail")]
+    silent_since = await store.store_now()
+
+    with pytest.raises(FencedError):
+        await store.finish_attempts(
+            reaping, NOW, silent_since=silent_since, fence=stale
+        )
+
+    run = await store.get_run(attempt.run_id)
+    assert (run.state, run.attempts[0].state) == (
+        RunState.RUNNING,
+        AttemptState.RUNNING,
+    )
+    assert (await store.get_output(run.id, 1))[1] == ""
+    (settled,) = (
+        await store.finish_attempts(
+            reaping, NOW, silent_since=silent_since, fence=current
+        )
+    ).runs
+    assert settled is not None
+    assert settled.state is RunState.FAILED
+
+
+async def test_queued_attempts_before_an_instant_leave_out_those_queued_since(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    made = [
+        await fire(store, job, NOW + i * MINUTE, now=NOW + i * MINUTE) for i in range(3)
+    ]
+    ids = [run.attempts[0].id for run in made]
+
+    def attempt_ids(queued: list[QueuedAttempt]) -> list[int]:
+        return [q.attempt_id for q in queued]
+
+    assert await store.queued_attempts(10, 0, NOW) == []
+    # Queued at the instant itself is not before it.
+    assert attempt_ids(await store.queued_attempts(10, 0, NOW + MINUTE)) == ids[:1]
+    everything = NOW + 2 * MINUTE + timedelta(microseconds=1)
+    assert attempt_ids(await store.queued_attempts(10, 0, everything)) == ids
+    assert attempt_ids(await store.queued_attempts(1, ids[0], everything)) == ids[1:2]
+    assert attempt_ids(await store.queued_attempts(10, 0)) == ids
+
+
+async def test_queued_before_reads_when_the_attempt_was_queued_not_its_run(
+    store: SqlStore,
+) -> None:
+    run = await fire(store, await add_job(store), NOW, now=NOW)
+    await finish(store, await claim(store, run), retry_at(NOW + MINUTE))
+    retried = await store.start_retry(run.id, NOW + 5 * MINUTE)
+    assert retried is not None
+
+    assert await store.queued_attempts(10, 0, NOW + 5 * MINUTE) == []
+    assert await store.queued_attempts(
+        10, 0, NOW + 5 * MINUTE + timedelta(microseconds=1)
+    ) == [retried]

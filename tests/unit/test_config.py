@@ -126,3 +126,176 @@ def test_a_bad_key_or_value_is_refused_naming_it(
 def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml", environ={})
+
+
+# Cluster
+
+
+@pytest.mark.parametrize(
+    "node_id",
+    ["a", "node-1", "Node_2.eu-west", "9lives", "n" * 64],
+    ids=["one-letter", "dash", "dot-and-underscore", "leading-digit", "64-chars"],
+)
+def test_a_plain_node_id_is_accepted(node_id: str) -> None:
+    config = load_config(environ={}, overrides={"cluster.node_id": node_id})
+
+    assert config.cluster.node_id == node_id
+
+
+@pytest.mark.parametrize(
+    "node_id",
+    ["", "-a", ".a", "_a", "no spaces", "a/b", "a:1", "nœud", "n" * 65],
+    ids=[
+        "empty",
+        "leading-dash",
+        "leading-dot",
+        "leading-underscore",
+        "space",
+        "slash",
+        "colon",
+        "not-ascii",
+        "65-chars",
+    ],
+)
+def test_a_node_id_that_is_not_plain_is_refused_naming_it(node_id: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={}, overrides={"cluster.node_id": node_id})
+
+    assert caught.value.key == "cluster.node_id"
+    assert repr(node_id) in str(caught.value)
+
+
+def test_the_node_id_defaults_to_none_and_comes_from_the_environment() -> None:
+    assert load_config(environ={}).cluster.node_id is None
+
+    config = load_config(environ={"SOCMETH_CLUSTER_NODE_ID": "node-7"})
+
+    assert config.cluster.node_id == "node-7"
+
+
+def test_peers_from_the_environment_split_on_commas_dropping_blanks() -> None:
+    environ = {"SOCMETH_CLUSTER_PEERS": " node2:8080, ,node3:9000,,[::1]:8080 , "}
+
+    config = load_config(environ=environ)
+
+    assert config.cluster.peers == ("node2:8080", "node3:9000", "[::1]:8080")
+
+
+def test_peers_from_a_flag_beat_the_environment_and_split_alike() -> None:
+    config = load_config(
+        environ={"SOCMETH_CLUSTER_PEERS": "node2:8080"},
+        overrides={"cluster.peers": "node4:8080,node5:8081"},
+    )
+
+    assert config.cluster.peers == ("node4:8080", "node5:8081")
+
+
+def test_peers_may_be_a_list_in_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "cluster:\n  peers: [node2:8080, node3:8080]\n")
+
+    assert load_config(path, environ={}).cluster.peers == ("node2:8080", "node3:8080")
+
+
+@pytest.mark.parametrize("given", ["", " , ,"], ids=["empty", "only-commas"])
+def test_blank_peers_are_none(given: str) -> None:
+    config = load_config(environ={"SOCMETH_CLUSTER_PEERS": given})
+
+    assert config.cluster.peers == ()
+
+
+@pytest.mark.parametrize(
+    ("given", "bad"),
+    [
+        ("node2:8080,node3", "node3"),
+        ("node2:", "node2:"),
+        (":8080", ":8080"),
+        ("node2:http", "node2:http"),
+        ("node2:0", "node2:0"),
+        ("node2:65536", "node2:65536"),
+        ("node2:-1", "node2:-1"),
+    ],
+    ids=[
+        "no-port",
+        "empty-port",
+        "no-host",
+        "named-port",
+        "port-zero",
+        "port-too-high",
+        "negative-port",
+    ],
+)
+def test_a_peer_that_is_not_host_port_is_refused_naming_it(
+    given: str, bad: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"SOCMETH_CLUSTER_PEERS": given})
+
+    assert caught.value.key == "cluster.peers"
+    assert f"{bad!r} is not host:port" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["http://node2:8080", "node 2:8080", "node_2:8080", "-node2:8080", "::1:8080"],
+    ids=["url", "space-in-host", "underscore", "leading-dash", "bare-ipv6"],
+)
+def test_a_peer_whose_host_is_no_host_name_is_refused(given: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"SOCMETH_CLUSTER_PEERS": given})
+
+    assert caught.value.key == "cluster.peers"
+    assert f"{given!r} is not host:port" in str(caught.value)
+
+
+def test_a_peer_port_in_other_digits_is_refused() -> None:
+    arabic_indic_three = "\u0663"  # str.isdigit() holds, and int() reads 3
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"SOCMETH_CLUSTER_PEERS": f"node2:{arabic_indic_three}"})
+
+    assert caught.value.key == "cluster.peers"
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["node2.example.com:8080", "10.0.0.7:8080", "[::1]:8080", "[fe80::1]:1"],
+    ids=["host-name", "ipv4", "ipv6-loopback", "ipv6-link-local"],
+)
+def test_a_peer_host_may_be_a_name_an_ipv4_or_a_bracketed_ipv6(given: str) -> None:
+    assert load_config(environ={"SOCMETH_CLUSTER_PEERS": given}).cluster.peers == (
+        given,
+    )
+
+
+def test_advertise_is_validated_as_host_port() -> None:
+    config = load_config(environ={"SOCMETH_CLUSTER_ADVERTISE": "node1.lan:8080"})
+    assert config.cluster.advertise == "node1.lan:8080"
+    assert load_config(environ={}).cluster.advertise is None
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"SOCMETH_CLUSTER_ADVERTISE": "node1.lan"})
+
+    assert caught.value.key == "cluster.advertise"
+    assert "'node1.lan' is not host:port" in str(caught.value)
+
+
+def test_an_unknown_cluster_key_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"SOCMETH_CLUSTER_NODES": "a:1"})
+
+    assert "cluster has no key 'nodes'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "clustered"),
+    [
+        ({}, False),
+        ({"SOCMETH_DATABASE_URL": "sqlite:////var/lib/socmeth/socmeth.db"}, False),
+        ({"POSTGRES_URL": "postgresql://db/socmeth"}, True),
+        ({"SOCMETH_DATABASE_URL": "postgres://db/socmeth"}, True),
+    ],
+    ids=["default-sqlite", "sqlite-url", "postgresql", "postgres-alias"],
+)
+def test_clustered_means_the_state_lives_in_postgresql(
+    environ: dict[str, str], clustered: bool
+) -> None:
+    assert load_config(environ=environ).clustered is clustered

@@ -92,6 +92,13 @@ class Queue(ABC):
         """
 
     @abstractmethod
+    async def holders(self) -> set[str]:
+        """Return the consumers that hold unacknowledged messages.
+
+        The leader releases those that are not live nodes.
+        """
+
+    @abstractmethod
     async def held(self) -> set[int]:
         """Return the attempt ids of every message held, waiting or pending.
 

@@ -68,6 +68,9 @@ class MemoryQueue(Queue):
         if returned:
             self._arrived.set()
 
+    async def holders(self) -> set[str]:
+        return {consumer for consumer, _ in self._pending.values()}
+
     async def held(self) -> set[int]:
         pending = {attempt.attempt_id for _, attempt in self._pending.values()}
         return self._waiting_ids | pending

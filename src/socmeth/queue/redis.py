@@ -181,6 +181,13 @@ class RedisQueue(Queue):
                 extra={"event": "queue.released", "consumer": consumer, "count": moved},
             )
 
+    async def holders(self) -> set[str]:
+        async def summary() -> set[str]:
+            reply = await self._redis.xpending(self.stream_key, GROUP)
+            return {str(c["name"]) for c in reply.get("consumers") or ()}
+
+        return await self._call("listing consumers", summary)
+
     async def held(self) -> set[int]:
         return await self._call("listing messages", self._scan)
 
