@@ -156,7 +156,8 @@ class WorkerPool:
                 AttemptState.LOST,
                 now,
                 self._rng,
-                error="the node running this attempt stopped before it ended",
+                error=f"node {orphan.attempt.node_id} stopped before this attempt "
+                "ended, and settled it when it started again",
             )
             finishes.append(AttemptFinish(orphan.attempt.id, outcome))
             log.warning(

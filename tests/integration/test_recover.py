@@ -37,7 +37,9 @@ from socmeth.worker import WorkerPool, count_finished
 from tests.integration.conftest import QueueBackend
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-LOST_ERROR = "the node running this attempt stopped before it ended"
+LOST_ERROR = (
+    "node n1 stopped before this attempt ended, and settled it when it started again"
+)
 
 
 @dataclass
