@@ -91,6 +91,7 @@ class Node:
         self.reaper: Reaper | None = None
         self.membership: Membership | None = None
         self.leadership: Leadership | None = None
+        self._handing_over = asyncio.Lock()
 
     @property
     def store(self) -> Store:
@@ -267,10 +268,17 @@ class Node:
         if self.workers is not None:
             self.workers.stop_local(run_ids)
 
+    async def hand_over(self) -> None:
+        """Stop the leader's duties and release the lease, if this node leads;
+        safe to call again, and `stop` calls it first (waiting for one under
+        way)."""
+        async with self._handing_over:
+            if self.leadership is not None:
+                await self.leadership.stop()
+
     async def stop(self) -> None:
         """Hand leadership over, give running attempts their grace, then close all."""
-        if self.leadership is not None:
-            await self.leadership.stop()
+        await self.hand_over()
         await self._follow()
         if self.workers is not None:
             await self.workers.stop(self.config.workers.shutdown_grace)

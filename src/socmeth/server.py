@@ -181,13 +181,14 @@ async def _serve(config: Config, sock: socket.socket, host: str) -> None:
     except BaseException:
         await node.stop()
         raise
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             create_app(node),
             log_config=None,
             lifespan="off",
             timeout_graceful_shutdown=5,
-        )
+        ),
+        node,
     )
     # uvicorn stops on SIGTERM/SIGINT, restores the handlers it found and raises the
     # signal again once it has stopped. Handlers that do nothing make that re-raise
@@ -205,6 +206,32 @@ async def _serve(config: Config, sock: socket.socket, host: str) -> None:
         await server.serve(sockets=[sock])
     finally:
         await node.stop()
+
+
+class _Server(uvicorn.Server):
+    """Serve the API, and hand leadership over as soon as the stop is asked for.
+
+    uvicorn finishes the requests in flight before it returns (up to 5 s), and the
+    node stops after it; a leader meanwhile keeps its duties, so the lease would
+    change hands only after the last request. Started at the signal, the hand-over
+    runs beside that graceful end instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+        super().__init__(config)
+        self._node = node
+        self._loop = asyncio.get_running_loop()
+        self._handing_over: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._loop.call_soon_threadsafe(self._hand_over)
+
+    def _hand_over(self) -> None:
+        if self._handing_over is None:
+            self._handing_over = self._loop.create_task(
+                self._node.hand_over(), name="hand-over"
+            )
 
 
 def _already_stopping(signum: int, frame: FrameType | None) -> None:
