@@ -69,7 +69,14 @@ class DatabaseConfig(_Section):
 
 class RedisConfig(_Section):
     url: str | None = None
-    prefix: str = "socmeth"
+    prefix: str = Field("socmeth", pattern=r"^[^\s{}*?\[\]]+$")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is None or url.startswith(("redis://", "rediss://", "unix://")):
+            return url
+        raise ValueError("must start with redis://, rediss:// or unix://")
 
 
 class SchedulerConfig(_Section):
@@ -137,9 +144,12 @@ class ClusterConfig(_Section):
     @field_validator("peers", mode="before")
     @classmethod
     def _split_peers(cls, peers: Any) -> Any:
-        if isinstance(peers, str):
-            return tuple(p.strip() for p in peers.split(",") if p.strip())
-        return peers
+        if not isinstance(peers, str):
+            return peers
+        split = tuple(p.strip() for p in peers.split(",") if p.strip())
+        if peers.strip() and not split:
+            raise ValueError(f"{peers!r} names no host:port")
+        return split
 
     @field_validator("peers")
     @classmethod

@@ -33,18 +33,19 @@ from socmeth.cluster import (
     Membership,
 )
 from socmeth.config import Config
-from socmeth.errors import ConfigError
+from socmeth.errors import ConfigError, StoreError
 from socmeth.executors import Executors
 from socmeth.executors.procs import store_id_of
 from socmeth.jobs import JobService
 from socmeth.metrics import Metrics
 from socmeth.pruner import Pruner
-from socmeth.queue.base import Queue
+from socmeth.queue.base import Queue, QueueError
 from socmeth.queue.memory import MemoryQueue
 from socmeth.queue.redis import RedisQueue
 from socmeth.reaper import Reaper
 from socmeth.scheduler import MAX_SLEEP_S, Scheduler
 from socmeth.store.base import Fence, NodeBeat, Store
+from socmeth.store.migrate import shown_url
 from socmeth.store.sql import open_store
 from socmeth.worker import WorkerPool
 
@@ -92,6 +93,7 @@ class Node:
         self.membership: Membership | None = None
         self.leadership: Leadership | None = None
         self._handing_over = asyncio.Lock()
+        self._started = False
 
     @property
     def store(self) -> Store:
@@ -110,11 +112,13 @@ class Node:
 
     async def start(self) -> None:
         """Open the store, settle what a crash left behind, then start the loops."""
-        self._store = await open_store(self.config.database_url, clock=self.clock)
+        self._store = await self._open_store()
         redis = self.config.redis
         self._queue = (
             RedisQueue(redis.url, redis.prefix) if redis.url else MemoryQueue()
         )
+        if redis.url:
+            await self._check_queue()
         # Every worker slot may hold a connection; a smaller pool would turn waiting
         # for a connection into a job timeout.
         slots = self.config.workers.count
@@ -172,11 +176,31 @@ class Node:
             self.store, self.clock, self.info.id, lead=self._lead, follow=self._follow
         )
         await self.leadership.start()
+        self._started = True
         log.info(
             "node %s started",
             self.info.id,
             extra={"event": "node.started", "node_id": self.info.id},
         )
+
+    async def _open_store(self) -> Store:
+        """Open (and migrate) the store; a failure names the setting to look at."""
+        url = self.config.database_url
+        try:
+            return await open_store(url, clock=self.clock)
+        except StoreError as exc:
+            key = "database.url" if self.config.database.url else "server.data_dir"
+            raise ConfigError(
+                key, f"cannot open the store at {shown_url(url)}: {exc}"
+            ) from exc
+
+    async def _check_queue(self) -> None:
+        """Refuse to start on a Redis that does not answer, naming redis.url; once
+        started, a node rides out Redis outages instead."""
+        try:
+            await self.queue.size()
+        except QueueError as exc:
+            raise ConfigError("redis.url", str(exc)) from exc
 
     async def _refuse_taken_id(self) -> None:
         """Refuse to start under the id of a node that is up: the two would settle
@@ -292,6 +316,8 @@ class Node:
             await self._queue.close()
         if self._store is not None:
             await self._store.close()
+        if not self._started:
+            return  # it never started: there is nothing to say stopped
         log.info(
             "node %s stopped",
             self.info.id,

@@ -1,7 +1,8 @@
 """Delete runs older than `history.retention_days`, in small batches, in the background.
 
 Small batches keep each transaction short, so pruning a large backlog never holds the
-store's write lock long enough to delay fires.
+store's write lock long enough to delay fires. Nodes silent for a day are forgotten
+too, unless the store still has attempts of theirs running.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 PRUNE_BATCH = 500
 PRUNE_INTERVAL_S = 60.0
+# A node silent this long is forgotten: it left the cluster (a replaced machine, a
+# pod's old name), and the nodes list would otherwise grow with every one.
+FORGET_NODES_AFTER = timedelta(days=1)
 
 
 class Pruner:
@@ -49,6 +53,16 @@ class Pruner:
         ):
             total += deleted
             await asyncio.sleep(0)  # let fires and attempts through between batches
+        forgotten = await self._store.forget_nodes(
+            self._clock.now() - FORGET_NODES_AFTER, fence=self._fence
+        )
+        if forgotten:
+            log.info(
+                "forgot %s nodes silent for over %s",
+                forgotten,
+                FORGET_NODES_AFTER,
+                extra={"event": "nodes.forgotten", "count": forgotten},
+            )
         if total:
             log.info(
                 "pruned %s runs that ended before %s",

@@ -30,7 +30,7 @@ from socmeth.api.app import create_app
 from socmeth.config import Config
 from socmeth.errors import ConfigError
 from socmeth.node import Node
-from socmeth.store.migrate import sqlite_file
+from socmeth.store.migrate import shown_url, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ async def _serve(config: Config, sock: socket.socket, host: str) -> None:
         "serving on http://%s:%s with state in %s",
         host,
         config.server.port,
-        config.database_url,
+        shown_url(config.database_url),
         extra={"event": "server.listening"},
     )
     try:

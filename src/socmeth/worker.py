@@ -37,7 +37,7 @@ from socmeth.executors import ExecutionContext, Executors, OutputTail
 from socmeth.executors.base import ExecutionResult
 from socmeth.executors.procs import kill_attempt_processes
 from socmeth.metrics import Metrics
-from socmeth.models import AttemptState, RunState
+from socmeth.models import AttemptState, Run, RunState
 from socmeth.queue.base import Delivery, Queue, QueueError
 from socmeth.retry import settle_attempt
 from socmeth.store.base import (
@@ -58,6 +58,11 @@ CLAIM_RETRY_S = 1.0  # wait before claiming again after the store failed
 RECEIVE_BACKOFF_S = (1.0, 2.0, 5.0)  # waits after the queue or the store failed
 FINISH_BATCH = 500
 REPUBLISH_BATCH = 1000
+
+
+# An ended attempt on its way to the store, and where its settled run is told (None:
+# the store no longer had the attempt running).
+_Finish = tuple[AttemptFinish, "asyncio.Future[Run | None]"]
 
 
 @dataclass
@@ -102,9 +107,7 @@ class WorkerPool:
         self._running: dict[int, _Running] = {}
         self._slot_freed = asyncio.Event()
         self._store_turn = asyncio.Lock()  # claims and finishes take turns
-        self._finishes: asyncio.Queue[tuple[AttemptFinish, asyncio.Future[None]]] = (
-            asyncio.Queue()
-        )
+        self._finishes: asyncio.Queue[_Finish] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._executions: set[asyncio.Task[None]] = set()
         self._receiving = False
@@ -436,10 +439,10 @@ class WorkerPool:
             entry.output.text(),
             entry.output.truncated,
         )
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
         await self._finishes.put((finish, done))
         try:
-            await done
+            settled = await done
         finally:
             del self._running[claimed.attempt.id]
             self._slot_freed.set()
@@ -454,6 +457,19 @@ class WorkerPool:
                 exc,
                 extra={"event": "worker.ack_failed", "run_id": claimed.run.id},
             )
+        if settled is None:
+            # The store no longer had it running: the leader took this node for gone
+            # (it was paused or cut off) and settled the attempt as lost.
+            log.warning(
+                "attempt %s of run %s (job %s) ended %s here, but it had been settled "
+                "as lost already (this node was silent); its result is dropped",
+                claimed.attempt.number,
+                claimed.run.id,
+                claimed.job.name,
+                outcome.state,
+                extra={"event": "attempt.result_dropped", "run_id": claimed.run.id},
+            )
+            return
         self._log_end(claimed, outcome)
 
     def _log_end(self, claimed: ClaimedAttempt, outcome: AttemptOutcome) -> None:
@@ -496,9 +512,7 @@ class WorkerPool:
                 for _ in batch:
                     self._finishes.task_done()
 
-    async def _write_finishes(
-        self, batch: list[tuple[AttemptFinish, asyncio.Future[None]]]
-    ) -> None:
+    async def _write_finishes(self, batch: list[_Finish]) -> None:
         delay = 0.5
         while True:
             try:
@@ -521,9 +535,9 @@ class WorkerPool:
                 delay = min(delay * 2, 10.0)
         if count_finished(finished, self._metrics):
             self._wake_scheduler()
-        for _, done in batch:
+        for (_, done), run in zip(batch, finished.runs, strict=True):
             if not done.done():
-                done.set_result(None)
+                done.set_result(run)
 
     # The watcher
 

@@ -34,7 +34,13 @@ from socmeth.models import (
 from socmeth.queue.base import Delivery, QueueError
 from socmeth.queue.memory import MemoryQueue
 from socmeth.scheduler import Scheduler
-from socmeth.store.base import NewRun, QueuedAttempt, RunFilter
+from socmeth.store.base import (
+    AttemptFinish,
+    AttemptOutcome,
+    NewRun,
+    QueuedAttempt,
+    RunFilter,
+)
 from socmeth.store.sql import SqlStore, open_store
 from socmeth.worker import WorkerPool
 
@@ -616,3 +622,35 @@ async def test_a_scheduler_taking_over_makes_the_fires_of_the_handover(
 
     fires = [at for at, _ in await runs_of(store, job_id)]
     assert fires == [T0 + timedelta(seconds=s) for s in (1, 2, 3, 4)]
+
+
+async def test_a_result_the_store_no_longer_wants_is_dropped_and_said_so(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The leader took this node for gone (it was paused) and settled its attempt
+    # as lost; the command then ended here.
+    clock = FakeClock(T0)
+    queue = MemoryQueue()
+    caplog.set_level(logging.INFO, logger="socmeth.worker")
+    async with httpx.AsyncClient() as http:
+        pool, executors = pool_of(store, queue, clock, http)
+        job_id = await add_job(
+            store, job_definition(schedule=None, command="sleep 0.5"), T0
+        )
+        run = await store.create_run(NewRun(job_id, Trigger.MANUAL, None), T0)
+        await queue.publish([QueuedAttempt(run.attempts[0].id, run.id, 1)])
+        pool.start()
+        try:
+            while pool.active_count == 0:
+                await asyncio.sleep(0.01)
+            lost = AttemptOutcome(AttemptState.LOST, RunState.FAILED, error="reaped")
+            await store.finish_attempts([AttemptFinish(run.attempts[0].id, lost)], T0)
+            dropped = await _records(caplog, "attempt.result_dropped", 1)
+        finally:
+            await pool.stop(0)
+            executors.close()
+
+    assert "settled as lost already" in dropped[0].getMessage()
+    assert not [r for r in caplog.records if getattr(r, "event", "") == "attempt.ended"]
+    (attempt,) = (await store.get_run(run.id)).attempts
+    assert (attempt.state, attempt.error) == (AttemptState.LOST, "reaped")

@@ -1759,3 +1759,34 @@ async def test_queued_before_reads_when_the_attempt_was_queued_not_its_run(
     assert await store.queued_attempts(
         10, 0, NOW + 5 * MINUTE + timedelta(microseconds=1)
     ) == [retried]
+
+
+async def test_forget_nodes_deletes_silent_rows_but_not_those_running_attempts(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    await store.heartbeat(beat("gone"))
+    await store.heartbeat(beat("busy"))
+    await claim(store, await fire(store, job), "busy")
+    store_now = await store.store_now()
+
+    assert await store.forget_nodes(store_now - timedelta(hours=1)) == 0
+    assert await store.forget_nodes(store_now + timedelta(seconds=1)) == 1
+
+    _, records = await store.list_nodes()
+    assert [r.id for r in records] == ["busy"]
+
+
+async def test_forget_nodes_refuses_a_stale_fence(store: SqlStore) -> None:
+    await store.heartbeat(beat("gone"))
+    lease = await store.acquire_lease("leader", timedelta(seconds=60))
+    assert lease is not None
+
+    with pytest.raises(FencedError):
+        await store.forget_nodes(
+            await store.store_now() + timedelta(seconds=1),
+            fence=Fence("leader", lease.term - 1),
+        )
+
+    _, records = await store.list_nodes()
+    assert [r.id for r in records] == ["gone"]

@@ -95,6 +95,9 @@ def test_variables_socmeth_sets_for_jobs_are_not_config() -> None:
         ("", {"SOCMETH_SCHEDULER_NOPE": "1"}, "SOCMETH_SCHEDULER_NOPE"),
         ("", {"SOCMETH_SCHEDULER_JOB_TIMEOUT": "7200"}, "scheduler"),
         ("", {"SOCMETH_DATABASE_URL": "mysql://x"}, "database.url"),
+        ("", {"REDIS_URL": "http://127.0.0.1:6379"}, "redis.url"),
+        ("redis:\n  prefix: 'a b'\n", {}, "redis.prefix"),
+        ("", {"SOCMETH_CLUSTER_PEERS": ",,"}, "cluster.peers"),
         ("- just\n- a list\n", {}, "config.yaml"),
         ("server: [\n", {}, "config.yaml"),
     ],
@@ -108,6 +111,9 @@ def test_variables_socmeth_sets_for_jobs_are_not_config() -> None:
         "unknown-env-key",
         "default-timeout-over-cap",
         "unknown-database",
+        "unknown-redis-scheme",
+        "prefix-with-space",
+        "peers-naming-none",
         "not-a-mapping",
         "not-yaml",
     ],
@@ -196,11 +202,11 @@ def test_peers_may_be_a_list_in_the_file(tmp_path: Path) -> None:
     assert load_config(path, environ={}).cluster.peers == ("node2:8080", "node3:8080")
 
 
-@pytest.mark.parametrize("given", ["", " , ,"], ids=["empty", "only-commas"])
-def test_blank_peers_are_none(given: str) -> None:
-    config = load_config(environ={"SOCMETH_CLUSTER_PEERS": given})
+def test_empty_peers_are_none_but_commas_alone_are_refused() -> None:
+    assert load_config(environ={"SOCMETH_CLUSTER_PEERS": ""}).cluster.peers == ()
 
-    assert config.cluster.peers == ()
+    with pytest.raises(ConfigError, match="names no host:port"):
+        load_config(environ={"SOCMETH_CLUSTER_PEERS": " , ,"})
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,7 @@ class RedisQueue(Queue):
         )
         if moved:
             log.info(
-                "returned %s unacknowledged messages of %s to the queue",
+                "returned %s unacknowledged messages of consumer %s to the queue",
                 moved,
                 consumer,
                 extra={"event": "queue.released", "consumer": consumer, "count": moved},

@@ -562,6 +562,13 @@ class Store(ABC):
     ) -> int:
         """Delete up to `limit` ended runs finished before the instant; return count."""
 
+    @abstractmethod
+    async def forget_nodes(
+        self, silent_before: datetime, *, fence: Fence | None = None
+    ) -> int:
+        """Delete the rows of nodes whose last heartbeat is before the instant, and
+        that run no attempt; return how many."""
+
     # Attempts
 
     @abstractmethod

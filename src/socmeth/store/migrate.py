@@ -68,6 +68,11 @@ def migrate(url: str) -> None:
     )
 
 
+def shown_url(url: str) -> str:
+    """Return a store URL fit for logs and messages: its password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def sqlite_file(url: str) -> Path | None:
     """Return the database file a SQLite URL names, None for other databases.
 

@@ -121,7 +121,7 @@ from socmeth.store.codec import (
     run_from_row,
     run_values,
 )
-from socmeth.store.migrate import migrate, sqlite_file
+from socmeth.store.migrate import migrate, shown_url, sqlite_file
 from socmeth.store.schema import (
     UtcDateTime,
     attempt_outputs,
@@ -251,7 +251,7 @@ async def open_store(
     store = SqlStore(create_store_engine(url), clock)
     logger.info(
         "store opened at %s",
-        make_url(url).render_as_string(hide_password=True),
+        shown_url(url),
         extra={"event": "store.opened"},
     )
     return store
@@ -1002,6 +1002,23 @@ class SqlStore(Store):
                 extra={"event": "store.runs_pruned"},
             )
         return len(run_ids)
+
+    async def forget_nodes(
+        self, silent_before: datetime, *, fence: Fence | None = None
+    ) -> int:
+        running = (
+            select(attempts.c.id)
+            .where(
+                attempts.c.node_id == nodes.c.id, attempts.c.state == _ATTEMPT_RUNNING
+            )
+            .exists()
+        )
+        async with self._writing() as conn:
+            await _check_fence(conn, fence)
+            result = await conn.execute(
+                delete(nodes).where(nodes.c.last_heartbeat_at < silent_before, ~running)
+            )
+        return int(result.rowcount or 0)
 
     # Attempts
 
