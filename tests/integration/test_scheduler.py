@@ -478,6 +478,18 @@ async def _records(
     raise AssertionError(f"{count} log records of {event} did not come")
 
 
+def job_service(store: SqlStore, queue: MemoryQueue, clock: FakeClock) -> JobService:
+    return JobService(
+        store,
+        queue,
+        clock,
+        max_jobs=10,
+        metrics=Metrics(),
+        wake_scheduler=lambda: None,
+        stop_local=lambda run_ids: None,
+    )
+
+
 class DownQueue(MemoryQueue):
     """A queue that refuses every publish, as a stopped Redis does."""
 
@@ -516,15 +528,7 @@ async def test_run_now_answers_with_the_stored_run_when_the_queue_is_down(
 ) -> None:
     clock = FakeClock(T0)
     await add_job(store, job_definition(schedule=None), T0)
-    service = JobService(
-        store,
-        DownQueue(),
-        clock,
-        max_jobs=10,
-        metrics=Metrics(),
-        wake_scheduler=lambda: None,
-        stop_local=lambda run_ids: None,
-    )
+    service = job_service(store, DownQueue(), clock)
     caplog.set_level(logging.WARNING, logger="socmeth.jobs")
 
     run = await service.run_now(await store.get_job_by_name("j"))
@@ -585,15 +589,7 @@ async def test_run_now_answers_even_when_the_queue_hangs(
     monkeypatch.setattr("socmeth.jobs.PUBLISH_TIMEOUT_S", 0.05)
     clock = FakeClock(T0)
     await add_job(store, job_definition(schedule=None), T0)
-    service = JobService(
-        store,
-        HangingQueue(),
-        clock,
-        max_jobs=10,
-        metrics=Metrics(),
-        wake_scheduler=lambda: None,
-        stop_local=lambda run_ids: None,
-    )
+    service = job_service(store, HangingQueue(), clock)
 
     run = await asyncio.wait_for(service.run_now(await store.get_job_by_name("j")), 5)
 
