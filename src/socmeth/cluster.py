@@ -218,7 +218,7 @@ class Leadership:
         if self.lease is not None:
             lease = await store.acquire_lease(self._node_id, LEASE_TTL)
             if lease is not None:
-                await store.term_lock(lease.term)  # again, after a lost connection
+                await self._keep_term_lock(lease.term)
             return lease
 
         now, current = await store.current_lease()
@@ -237,6 +237,22 @@ class Leadership:
             if lease is not None:  # renewed a lease of ours from before
                 await store.term_lock(lease.term)
         return lease
+
+    async def _keep_term_lock(self, term: int) -> None:
+        """Hold this leader's term lock again if its session was lost. A failure
+        does not stop the leading: the renewed lease stands, and a follower that
+        takes the lock meanwhile takes over, which the fence makes safe."""
+        try:
+            if not await self._store.term_lock(term):
+                log.warning(
+                    "node %s leads in term %s but another session holds its lock: "
+                    "a follower is taking over",
+                    self._node_id,
+                    term,
+                    extra={"event": "node.term_lock_taken", "term": term},
+                )
+        except Exception as exc:
+            log.debug("holding the term lock failed: %s", exc)
 
     async def _try(self) -> None:
         try:

@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from socmeth.clock import SystemClock
 from socmeth.cluster import LEASE_TTL, RENEW_S, Leadership
-from socmeth.store.sql import IDLE_IN_TRANSACTION_S, SqlStore, async_url, open_store
+from socmeth.store.sql import (
+    IDLE_IN_TRANSACTION_S,
+    PG_TERM_LOCK,
+    SqlStore,
+    async_url,
+    open_store,
+)
 from tests.integration.conftest import BACKENDS
 
 TTL = timedelta(seconds=1.5)
@@ -218,3 +224,33 @@ async def test_only_one_of_two_followers_takes_over_from_a_gone_leader(
     assert len(leaders) == 1
     led = [term for term in b_duties.terms + c_duties.terms if term > 0]
     assert led == [2]
+
+
+async def test_a_leader_whose_lock_session_dies_takes_its_lock_again_and_leads_on(
+    pg_store: SqlStore, fenced_write: AsyncConnection
+) -> None:
+    duties = Duties()
+    a = Leadership(pg_store, SystemClock(), "a", lead=duties.lead, follow=duties.follow)
+    holders = text(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :kind "
+        "AND objid = 1 AND granted"
+    )
+    try:
+        await a.start()
+        (pid,) = (await fenced_write.execute(holders, {"kind": PG_TERM_LOCK})).scalars()
+        # The database ends the session the lock lives on (a restart does that).
+        await fenced_write.execute(
+            text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+        )
+        await asyncio.sleep(3 * RENEW_S)
+        again = list(
+            (await fenced_write.execute(holders, {"kind": PG_TERM_LOCK})).scalars()
+        )
+        leading = a.leading
+    finally:
+        await a.stop()
+
+    assert leading
+    assert duties.terms == [1, -1]  # led all along; the -1 is the stop
+    assert len(again) == 1
+    assert again != [pid]

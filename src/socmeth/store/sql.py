@@ -162,7 +162,7 @@ _CHUNK = 5000
 # that two concurrent updates cannot close a cycle between them.
 _PG_CLAIM_LOCK = 0x736F636D6574_01
 # First key of the two-key advisory locks a leader holds on its term ("socm").
-_PG_TERM_LOCK = 0x736F636D
+PG_TERM_LOCK = 0x736F636D
 _PG_GRAPH_LOCK = 0x736F636D6574_02
 # Names of dependents a refused delete lists before "and N more".
 _NAMED_DEPENDENTS = 10
@@ -492,21 +492,33 @@ class SqlStore(Store):
         async with self._term_lock_guard:
             with _store_errors():
                 try:
-                    conn = await self._lock_connection()
-                    if term in self._term_locks:
-                        # Held for as long as the session lives: check it does.
-                        await conn.execute(text("SELECT 1"))
-                        return True
-                    taken = await conn.scalar(
-                        text("SELECT pg_try_advisory_lock(:kind, :term)"),
-                        {"kind": _PG_TERM_LOCK, "term": _int4(term)},
-                    )
+                    return await self._take_term_lock(term)
+                except Exception:
+                    # The session is gone (a database restart), and its locks with
+                    # it: try once more on a new one.
+                    await self._drop_lock_connection()
+                    try:
+                        return await self._take_term_lock(term)
+                    except BaseException:
+                        await self._drop_lock_connection()
+                        raise
                 except BaseException:
                     await self._drop_lock_connection()
                     raise
-            if taken:
-                self._term_locks.add(term)
-            return bool(taken)
+
+    async def _take_term_lock(self, term: int) -> bool:
+        conn = await self._lock_connection()
+        if term in self._term_locks:
+            # Held for as long as the session lives: check it does.
+            await conn.execute(text("SELECT 1"))
+            return True
+        taken = await conn.scalar(
+            text("SELECT pg_try_advisory_lock(:kind, :term)"),
+            {"kind": PG_TERM_LOCK, "term": _int4(term)},
+        )
+        if taken:
+            self._term_locks.add(term)
+        return bool(taken)
 
     async def release_term_lock(self, term: int) -> None:
         async with self._term_lock_guard:
@@ -517,7 +529,7 @@ class SqlStore(Store):
                 try:
                     await self._lock_conn.execute(
                         text("SELECT pg_advisory_unlock(:kind, :term)"),
-                        {"kind": _PG_TERM_LOCK, "term": _int4(term)},
+                        {"kind": PG_TERM_LOCK, "term": _int4(term)},
                     )
                 except BaseException:
                     await self._drop_lock_connection()  # which lets go of it too
