@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -166,6 +166,7 @@ class Leadership:
         self._lead = lead
         self._follow = follow
         self.lease: Lease | None = None
+        self._held_until: datetime | None = None  # expiry of this process's last lease
         self._task: asyncio.Task[None] | None = None
         self._outage = OutageLog(log, "node.lease_failed", "reading the leader lease")
 
@@ -217,8 +218,8 @@ class Leadership:
             return await store.acquire_lease(self._node_id, LEASE_TTL)
         if self.lease is not None:
             lease = await store.acquire_lease(self._node_id, LEASE_TTL)
-            if lease is not None:
-                await self._keep_term_lock(lease.term)
+            if lease is not None and not await self._keep_term_lock(lease.term):
+                return None
             return lease
 
         now, current = await store.current_lease()
@@ -234,25 +235,35 @@ class Leadership:
         lease = await store.acquire_lease(self._node_id, LEASE_TTL, gone_term=gone_term)
         if lease is None or lease.term != following:
             await store.release_term_lock(following)
-            if lease is not None:  # renewed a lease of ours from before
-                await store.term_lock(lease.term)
+            # A lease of this node id from before: it leads only with its term's
+            # lock, which another process under the same id may hold.
+            if lease is not None and not await store.term_lock(lease.term):
+                return None
         return lease
 
-    async def _keep_term_lock(self, term: int) -> None:
-        """Hold this leader's term lock again if its session was lost. A failure
-        does not stop the leading: the renewed lease stands, and a follower that
-        takes the lock meanwhile takes over, which the fence makes safe."""
+    async def _keep_term_lock(self, term: int) -> bool:
+        """Hold this leader's term lock again if its session was lost; tell whether
+        this node may go on leading.
+
+        Another session holding the lock is a follower taking over, or a second
+        process under this node id: either way this one steps down. A failure to
+        reach the store does not stop the leading (the renewed lease stands), and
+        a follower that takes the lock meanwhile takes over, which the fence makes
+        safe.
+        """
         try:
-            if not await self._store.term_lock(term):
-                log.warning(
-                    "node %s leads in term %s but another session holds its lock: "
-                    "a follower is taking over",
-                    self._node_id,
-                    term,
-                    extra={"event": "node.term_lock_taken", "term": term},
-                )
+            held = await self._store.term_lock(term)
         except Exception as exc:
             log.debug("holding the term lock failed: %s", exc)
+            return True
+        if not held:
+            log.warning(
+                "node %s leads in term %s but another session holds its lock",
+                self._node_id,
+                term,
+                extra={"event": "node.term_lock_taken", "term": term},
+            )
+        return held
 
     async def _try(self) -> None:
         try:
@@ -267,6 +278,10 @@ class Leadership:
         else:
             self._outage.succeeded()
         if lease is not None and self.lease is None:
+            if lease.previous_expires_at is None and self._held_until is not None:
+                # This process led until a failed renewal and took its own lease
+                # back: the fires since then belong to a handover too.
+                lease = replace(lease, previous_expires_at=self._held_until)
             self.lease = lease
             log.info(
                 "node %s leads in term %s",
@@ -284,6 +299,8 @@ class Leadership:
                 self.lease = lease
                 await self._lead(lease.term)
             self.lease = lease
+        if self.lease is not None:
+            self._held_until = self.lease.expires_at
 
     async def _step_down(self, why: str) -> None:
         term = self.lease.term if self.lease else None

@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 
 from socmeth.clock import Clock
-from socmeth.errors import StoreError
+from socmeth.errors import FencedError, StoreError
 from socmeth.store.base import Fence, Store
 from socmeth.tasks import cancel_and_wait
 
@@ -78,6 +78,9 @@ class Pruner:
                 await self.prune()
             except asyncio.CancelledError:
                 raise
+            except FencedError as exc:
+                log.warning("pruner stops: %s", exc, extra={"event": "pruner.fenced"})
+                return
             except Exception as exc:
                 log.warning(
                     "pruning history failed (%s); will retry",

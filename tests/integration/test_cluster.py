@@ -112,6 +112,8 @@ async def test_a_leader_whose_renewal_fails_stops_leading_at_once(
     a, duties = leadership(store, clock, "a")
     await a.start()
     try:
+        assert a.lease is not None
+        held_until = a.lease.expires_at
 
         async def unreachable(*_: object, **__: object) -> None:
             raise StoreError("the store cannot be reached")
@@ -125,6 +127,10 @@ async def test_a_leader_whose_renewal_fails_stops_leading_at_once(
         await tick(clock)
         await until(lambda: a.leading, "a leading again")
         assert duties.events == ["lead 1", "follow", "lead 1"]  # nobody took it
+        # Its own lease taken back: a handover from its last renewal, so that the
+        # fires of the gap are made, not missed.
+        assert a.lease is not None
+        assert a.lease.previous_expires_at == held_until
     finally:
         await a.stop()
 

@@ -254,3 +254,39 @@ async def test_a_leader_whose_lock_session_dies_takes_its_lock_again_and_leads_o
     assert duties.terms == [1, -1]  # led all along; the -1 is the stop
     assert len(again) == 1
     assert again != [pid]
+
+
+async def test_of_two_processes_under_one_node_id_only_the_lock_holder_leads(
+    pg_store: SqlStore, pg_url: str
+) -> None:
+    # A second process started under a live node's id while that one was paused
+    # (so the start-up check saw it silent): the lease's holder is the same id for
+    # both, the term lock tells them apart.
+    twin_store = await open_store(pg_url, migrate_first=False)
+    first_duties, twin_duties = Duties(), Duties()
+    first = Leadership(
+        pg_store,
+        SystemClock(),
+        "n2",
+        lead=first_duties.lead,
+        follow=first_duties.follow,
+    )
+    twin = Leadership(
+        twin_store,
+        SystemClock(),
+        "n2",
+        lead=twin_duties.lead,
+        follow=twin_duties.follow,
+    )
+    try:
+        await first.start()
+        await twin.start()
+        await asyncio.sleep(4 * RENEW_S)
+        leading = (first.leading, twin.leading)
+    finally:
+        await twin.stop()
+        await first.stop()
+        await twin_store.close()
+
+    assert leading == (True, False)
+    assert [t for t in twin_duties.terms if t > 0] == []
