@@ -70,6 +70,7 @@ from socmeth.store.sql import (
     create_store_engine,
     due_jobs_statement,
     due_retries_statement,
+    ended_buckets_statement,
     next_due_statement,
     open_store,
     prunable_runs_statement,
@@ -1790,3 +1791,66 @@ async def test_forget_nodes_refuses_a_stale_fence(store: SqlStore) -> None:
 
     _, records = await store.list_nodes()
     assert [r.id for r in records] == ["gone"]
+
+
+async def end_run_at(
+    store: SqlStore, job: Job, finished_at: datetime, state: RunState
+) -> None:
+    """Fire, claim and end a run of `job` at `finished_at` in `state`."""
+    attempt_state = {
+        RunState.SUCCEEDED: AttemptState.SUCCEEDED,
+        RunState.TIMED_OUT: AttemptState.TIMED_OUT,
+    }.get(state, AttemptState.FAILED)
+    run = await fire(store, job, finished_at, now=finished_at)
+    await finish(
+        store, await claim(store, run), ended(attempt_state, state), finished_at
+    )
+
+
+async def test_ended_runs_by_bucket_counts_ends_and_failures_per_bucket(
+    store: SqlStore,
+) -> None:
+    job = await add_job(store)
+    hour = timedelta(hours=1)
+    since = NOW - 3 * hour
+    await end_run_at(store, job, since - MINUTE, RunState.FAILED)  # before the range
+    await end_run_at(store, job, since, RunState.SUCCEEDED)
+    await end_run_at(store, job, since + 59 * MINUTE, RunState.FAILED)
+    await end_run_at(store, job, since + 2 * hour, RunState.TIMED_OUT)
+    await end_run_at(store, job, since + 2 * hour + MINUTE, RunState.SUCCEEDED)
+    await end_run_at(store, job, NOW, RunState.FAILED)  # the range's end, left out
+    await fire(store, job, NOW + MINUTE)  # queued: not ended
+
+    buckets = await store.ended_runs_by_bucket(since, hour, 3)
+
+    assert [(b.start_at, b.ended, b.failed) for b in buckets] == [
+        (since, 2, 1),
+        (since + hour, 0, 0),
+        (since + 2 * hour, 2, 1),
+    ]
+
+
+async def test_ended_runs_by_bucket_with_one_bucket_or_none(store: SqlStore) -> None:
+    job = await add_job(store)
+    await end_run_at(store, job, NOW, RunState.UPSTREAM_FAILED)
+
+    (single,) = await store.ended_runs_by_bucket(NOW - MINUTE, 2 * MINUTE, 1)
+
+    assert (single.ended, single.failed) == (1, 1)
+    assert await store.ended_runs_by_bucket(NOW, MINUTE, 0) == []
+
+
+async def test_the_ended_buckets_query_is_a_range_scan_of_the_finish_index(
+    sqlite_store: SqlStore,
+) -> None:
+    statement = ended_buckets_statement(
+        NOW - timedelta(hours=24), timedelta(hours=1), 24
+    )
+
+    plan = await query_plan(sqlite_store, statement)
+
+    assert (
+        "SEARCH runs USING INDEX ix_runs_finished_at (finished_at>? AND finished_at<?)"
+        in plan
+    )
+    assert re.search(r"\bSCAN runs\b", plan) is None, plan

@@ -11,7 +11,7 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from socmeth import __version__
+from socmeth import __version__, ui
 from socmeth.api import cluster, jobs, runs, schedules, system
 from socmeth.api.errors import ERROR_RESPONSES, error_response, install_error_handlers
 from socmeth.node import Node
@@ -38,6 +38,7 @@ def create_app(node: Node) -> FastAPI:
     for module in (jobs, runs, schedules, cluster):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(system.router)
+    ui.install(app)
     return app
 
 

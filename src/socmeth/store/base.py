@@ -313,6 +313,22 @@ class RunCounts:
     by_state: dict[RunState, int] = field(default_factory=dict)
 
 
+# The run states the dashboard counts as failures: the run ended without success
+# through its own attempts or its dependencies (a lost attempt ends its run failed).
+FAILED_RUN_STATES = frozenset(
+    {RunState.FAILED, RunState.TIMED_OUT, RunState.UPSTREAM_FAILED}
+)
+
+
+@dataclass(frozen=True)
+class EndedBucket:
+    """Count the runs that ended in [`start_at`, `start_at` + the bucket width)."""
+
+    start_at: datetime
+    ended: int
+    failed: int
+
+
 class Store(ABC):
     """Keep jobs, runs and attempts; see the module docstring for the invariants."""
 
@@ -544,6 +560,17 @@ class Store(ABC):
     @abstractmethod
     async def count_runs(self) -> RunCounts:
         """Count runs by state."""
+
+    @abstractmethod
+    async def ended_runs_by_bucket(
+        self, since: datetime, width: timedelta, count: int
+    ) -> list[EndedBucket]:
+        """Count ended runs, and failed ones (FAILED_RUN_STATES), per time bucket.
+
+        Returns `count` buckets of `width` each, the first starting at `since`, empty
+        ones included. A run belongs to the bucket of its `finished_at`. One range
+        scan of the finish index, grouped in the database, however many runs ended.
+        """
 
     @abstractmethod
     async def cancel_run(

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Connection,
     Select,
     bindparam,
+    case,
     delete,
     event,
     exists,
@@ -84,11 +85,13 @@ from socmeth.models import (
     UpstreamLink,
 )
 from socmeth.store.base import (
+    FAILED_RUN_STATES,
     AttemptFinish,
     ClaimBatch,
     ClaimedAttempt,
     DependencyGraph,
     DependencyPass,
+    EndedBucket,
     Fence,
     FinishedAttempts,
     FireAdvance,
@@ -307,6 +310,31 @@ def due_retries_statement(now: datetime, limit: int) -> Select[*tuple[Any, ...]]
         .where(runs.c.state == _RUN_QUEUED, runs.c.next_attempt_at <= now)
         .order_by(runs.c.next_attempt_at)
         .limit(limit)
+    )
+
+
+def ended_buckets_statement(
+    since: datetime, width: timedelta, count: int
+) -> Select[*tuple[Any, ...]]:
+    """Build the query counting ended and failed runs per bucket since an instant.
+
+    The bucket is a CASE over the bucket ends rather than date arithmetic, which
+    SQLite and PostgreSQL spell differently; the WHERE is a range of the
+    `finished_at` index.
+    """
+    until = since + width * count
+    whens = [
+        (runs.c.finished_at < since + width * (index + 1), index)
+        for index in range(count - 1)
+    ]
+    # CASE needs one WHEN at least; a single bucket holds everything in range.
+    bucket = (case(*whens, else_=count - 1) if whens else literal(0)).label("bucket")
+    failed_values = sorted(state.value for state in FAILED_RUN_STATES)
+    failed = func.sum(case((runs.c.state.in_(failed_values), 1), else_=0))
+    return (
+        select(bucket, func.count(), failed)
+        .where(runs.c.finished_at >= since, runs.c.finished_at < until)
+        .group_by(bucket)
     )
 
 
@@ -966,6 +994,24 @@ class SqlStore(Store):
         async with self._reading() as conn:
             stored = {RunState(r[0]): int(r[1]) for r in await conn.execute(query)}
         return RunCounts(by_state={state: stored.get(state, 0) for state in RunState})
+
+    async def ended_runs_by_bucket(
+        self, since: datetime, width: timedelta, count: int
+    ) -> list[EndedBucket]:
+        if count < 1:
+            return []
+
+        starts = [since + width * index for index in range(count)]
+        query = ended_buckets_statement(since, width, count)
+        async with self._reading() as conn:
+            found = {
+                int(row[0]): (int(row[1]), int(row[2] or 0))
+                for row in await conn.execute(query)
+            }
+        return [
+            EndedBucket(start, *found.get(index, (0, 0)))
+            for index, start in enumerate(starts)
+        ]
 
     async def cancel_run(
         self, run_id: int, reason: str, now: datetime, *, fence: Fence | None = None

@@ -1,0 +1,25 @@
+"""Serve the web dashboard: server-rendered pages and the partials they refresh.
+
+`install(app)` adds the pages at `/` and our own CSS and JavaScript at
+`/ui/static/`. Pages read the node's store directly, through the same `Node` the API
+uses, never through the HTTP API. Each live section is a partial template: the page
+includes it, and the page's script fetches the same partial (`?partial=NAME`) to
+refresh it, so every piece of markup has one source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from socmeth.ui.pages import router
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def install(app: FastAPI) -> None:
+    """Add the dashboard's pages and static files to `app`."""
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")

@@ -1,0 +1,85 @@
+"""Set up the Jinja2 environment of the dashboard and the filters its templates use."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi.templating import Jinja2Templates
+from jinja2 import StrictUndefined
+
+from socmeth.models import Attempt, Run
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+def iso(instant: datetime) -> str:
+    """Write an instant as UTC ISO 8601 with a Z, the form <time datetime> takes."""
+    return instant.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def utc_text(instant: datetime) -> str:
+    """Write an instant for readers without JavaScript: UTC, to the second."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def segment(value: object) -> str:
+    """Quote a value as one URL path segment, '/' included."""
+    return quote(str(value), safe="")
+
+
+def duration(span: timedelta | None) -> str:
+    """Write a duration the short way: 450 ms, 12.3 s, 4 min 5 s, 2 h 3 min."""
+    if span is None:
+        return "—"
+    seconds = span.total_seconds()
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def outcome(attempt: Attempt) -> str:
+    """Say how an attempt stands or ended: state, exit code or HTTP status, error."""
+    parts = [attempt.state.value]
+    if attempt.exit_code is not None:
+        parts.append(f"exit {attempt.exit_code}")
+    if attempt.http_status is not None:
+        parts.append(f"HTTP {attempt.http_status}")
+    # An exit code or status says it already; the error then only restates it.
+    if attempt.error and len(parts) == 1:
+        parts.append(attempt.error)
+    return ", ".join(parts)
+
+
+def run_span(run: Run) -> timedelta | None:
+    """Return how long an ended run took from its first attempt's start; else None."""
+    started = run.attempts[0].started_at if run.attempts else None
+    if started is None or run.finished_at is None:
+        return None
+    return run.finished_at - started
+
+
+def build_templates() -> Jinja2Templates:
+    """Return the templates with autoescaping on and the dashboard's filters."""
+    templates = Jinja2Templates(directory=TEMPLATE_DIR)
+    env = templates.env
+    # Undefined names are template bugs; failing loudly keeps them out of pages.
+    env.undefined = StrictUndefined
+    env.trim_blocks = True
+    env.lstrip_blocks = True
+    env.filters.update(
+        iso=iso,
+        utc_text=utc_text,
+        segment=segment,
+        duration=duration,
+        outcome=outcome,
+        run_span=run_span,
+    )
+    return templates
