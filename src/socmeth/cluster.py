@@ -31,7 +31,7 @@ LEASE_TTL = timedelta(seconds=1.5)
 RENEW_S = 0.5
 # A lease taken over at most this long after it ended was handed over: the fires
 # in between belong to the handover, not to an outage (see Node._handover_since).
-HANDOVER_AT_MOST = timedelta(seconds=10)
+HANDOVER_AT_MOST = timedelta(seconds=30)
 
 
 class NodeState(StrEnum):

@@ -579,37 +579,15 @@ def test_postgres_restarted_under_load_keeps_running_attempts_and_every_fire(
     assert_every_run_succeeded(cluster)
     runs = stored_runs(cluster)
     assert {r.id for r in runs} >= set(after) | set(spanning)
-    # No scheduler runs while the store is away, and the new leadership's scheduler
-    # starts afresh: fires of the leaderless gap are misfires. Under `run_once` the
-    # latest of them gets one late run; every other fire gets its own, on time.
-    gap_from = down_at.timestamp() - 1.0  # the lease is renewed each 0.5 s
-    gap_to = leader_at.timestamp()
+    # No scheduler runs while the store is away. The outage is shorter than
+    # HANDOVER_AT_MOST, so whichever node leads afterwards (the old leader taking
+    # its own lease back, or another) makes the fires of the gap as a handover's:
+    # every fire has exactly one run, none missing.
     for name, interval in TICKS.items():
         fires = assert_one_run_per_fire(runs, name, first_fires[name], interval)
         missing = fires_without_run(fires)
-        first_ts = first_fires[name].timestamp()
-        outside = [
-            k for k in missing if not gap_from <= first_ts + k * interval <= gap_to
-        ]
-        assert not outside, (
-            f"{name}: fires without a run outside the leaderless gap: {outside}"
-        )
-        late = {k: r for k, r in fires.items() if r.late}
-        for k in late:
-            fire_at = first_ts + k * interval
-            assert gap_from <= fire_at <= gap_to, (
-                f"{name}: run for fire {k} is late, but it was due outside the gap"
-            )
-        for k in missing:
-            # The catch-up run is for the latest missed fire, after this one.
-            following = min((j for j in fires if j > k), default=None)
-            assert following in late, (
-                f"{name}: missed fire {k} is followed by no catch-up run "
-                f"(runs by fire: {sorted(fires)}, late: {sorted(late)})"
-            )
-        # The gap lasts longer than the outage, so it holds a fire of each job.
-        assert interval <= POSTGRES_OUTAGE_S
-        assert late, f"{name}: no catch-up run for the fires of the outage"
+        assert not missing, f"{name}: fires without a run: {missing}"
+        assert interval <= POSTGRES_OUTAGE_S  # the gap held a fire of each job
         assert_fired_after(fires, name, up_at, fires_expected_after(interval))
 
     assert waited <= LEADER_BACK_WITHIN_S, f"the leader came back after {waited}s"
