@@ -159,17 +159,23 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def leadership(store: SqlStore, node_id: str) -> tuple[Leadership, Duties]:
+    """Build a Leadership of `node_id` on the system clock, with its duties."""
+    duties = Duties()
+    return (
+        Leadership(
+            store, SystemClock(), node_id, lead=duties.lead, follow=duties.follow
+        ),
+        duties,
+    )
+
+
 async def test_a_follower_takes_over_at_once_when_the_leaders_session_is_gone(
     pg_store: SqlStore, pg_url: str
 ) -> None:
     other = await open_store(pg_url, migrate_first=False)
-    a_duties, b_duties = Duties(), Duties()
-    a = Leadership(
-        pg_store, SystemClock(), "a", lead=a_duties.lead, follow=a_duties.follow
-    )
-    b = Leadership(
-        other, SystemClock(), "b", lead=b_duties.lead, follow=b_duties.follow
-    )
+    a, a_duties = leadership(pg_store, "a")
+    b, b_duties = leadership(other, "b")
     try:
         await a.start()
         await b.start()
@@ -203,13 +209,8 @@ async def test_only_one_of_two_followers_takes_over_from_a_gone_leader(
     assert await pg_store.term_lock(first.term)
     b_store = await open_store(pg_url, migrate_first=False)
     c_store = await open_store(pg_url, migrate_first=False)
-    b_duties, c_duties = Duties(), Duties()
-    b = Leadership(
-        b_store, SystemClock(), "b", lead=b_duties.lead, follow=b_duties.follow
-    )
-    c = Leadership(
-        c_store, SystemClock(), "c", lead=c_duties.lead, follow=c_duties.follow
-    )
+    b, b_duties = leadership(b_store, "b")
+    c, c_duties = leadership(c_store, "c")
     try:
         await pg_store.close()  # a's session goes; its lease still runs
         await asyncio.gather(b.start(), c.start())
@@ -229,8 +230,7 @@ async def test_only_one_of_two_followers_takes_over_from_a_gone_leader(
 async def test_a_leader_whose_lock_session_dies_takes_its_lock_again_and_leads_on(
     pg_store: SqlStore, fenced_write: AsyncConnection
 ) -> None:
-    duties = Duties()
-    a = Leadership(pg_store, SystemClock(), "a", lead=duties.lead, follow=duties.follow)
+    a, duties = leadership(pg_store, "a")
     holders = text(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :kind "
         "AND objid = 1 AND granted"
@@ -263,21 +263,8 @@ async def test_of_two_processes_under_one_node_id_only_the_lock_holder_leads(
     # (so the start-up check saw it silent): the lease's holder is the same id for
     # both, the term lock tells them apart.
     twin_store = await open_store(pg_url, migrate_first=False)
-    first_duties, twin_duties = Duties(), Duties()
-    first = Leadership(
-        pg_store,
-        SystemClock(),
-        "n2",
-        lead=first_duties.lead,
-        follow=first_duties.follow,
-    )
-    twin = Leadership(
-        twin_store,
-        SystemClock(),
-        "n2",
-        lead=twin_duties.lead,
-        follow=twin_duties.follow,
-    )
+    first, _ = leadership(pg_store, "n2")
+    twin, twin_duties = leadership(twin_store, "n2")
     try:
         await first.start()
         await twin.start()
