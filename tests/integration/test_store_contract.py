@@ -7,6 +7,7 @@ read from a clock, so nothing here sleeps.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,8 @@ from socmeth.errors import (
 )
 from socmeth.errors import ValidationError as InputError
 from socmeth.models import (
+    ACTIVE_RUN_STATES,
+    FINAL_RUN_STATES,
     Attempt,
     AttemptState,
     Concurrency,
@@ -44,17 +47,20 @@ from socmeth.models import (
     Trigger,
 )
 from socmeth.store.base import (
+    FAILED_RUN_STATES,
     AttemptFinish,
     AttemptOutcome,
     Fence,
     FireAdvance,
     JobFilter,
+    JobSort,
     NewRun,
     NodeBeat,
     Page,
     QueuedAttempt,
     RunFilter,
 )
+from socmeth.store.codec import JobPosition
 from socmeth.store.migrate import alembic_config, head_revision, migrate
 from socmeth.store.schema import (
     attempt_outputs,
@@ -71,9 +77,11 @@ from socmeth.store.sql import (
     due_jobs_statement,
     due_retries_statement,
     ended_buckets_statement,
+    job_page_statements,
     next_due_statement,
     open_store,
     prunable_runs_statement,
+    runs_page_statement,
 )
 
 T = TypeVar("T")
@@ -376,6 +384,254 @@ async def test_list_refuses_a_cursor_it_did_not_make(store: SqlStore) -> None:
         await store.list_jobs(JobFilter(), 10, "not base64!")
 
 
+# Sorting jobs. Ten jobs whose creations, updates and next fires tie in groups,
+# created out of name order so that no order by id passes for one by name (ids
+# follow the order of creation, j06 first).
+
+FIRST_FIRE = NOW + 10 * MINUTE
+SECOND_FIRE = NOW + 20 * MINUTE
+SORTABLE_JOBS = [
+    # name, created at, next fire (None: no schedule, or paused), enabled
+    ("j06", NOW, SECOND_FIRE, True),
+    ("j02", NOW, FIRST_FIRE, True),
+    ("j09", NOW, None, False),
+    ("j04", NOW + MINUTE, FIRST_FIRE, True),
+    ("j00", NOW + MINUTE, None, True),
+    ("j07", NOW + MINUTE, SECOND_FIRE, True),
+    ("j03", NOW + 2 * MINUTE, FIRST_FIRE, True),
+    ("j08", NOW + 2 * MINUTE, None, False),
+    ("j01", NOW + 2 * MINUTE, None, True),
+    ("j05", NOW + 3 * MINUTE, SECOND_FIRE, True),
+]
+# Three updates at one instant and a later one, so that updates tie as well.
+SORTABLE_UPDATES = {
+    "j06": NOW + 5 * MINUTE,
+    "j00": NOW + 5 * MINUTE,
+    "j08": NOW + 5 * MINUTE,
+    "j02": NOW + 6 * MINUTE,
+}
+PAUSED_SORTABLE = {"j09", "j08"}
+# Worked out by hand: ties by id in the sort's direction, no next fire last.
+SORTED_NAMES = {
+    JobSort.NAME: [f"j0{index}" for index in range(10)],
+    JobSort.NAME_DESC: [f"j0{index}" for index in reversed(range(10))],
+    JobSort.NEXT_FIRE: [
+        *("j02", "j04", "j03"),  # FIRST_FIRE
+        *("j06", "j07", "j05"),  # SECOND_FIRE
+        *("j09", "j00", "j08", "j01"),  # none
+    ],
+    JobSort.UPDATED: [
+        "j02",
+        *("j08", "j00", "j06"),  # updated at NOW + 5 min
+        "j05",
+        *("j01", "j03"),  # created at NOW + 2 min, never updated
+        *("j07", "j04"),
+        "j09",
+    ],
+    JobSort.CREATED: [
+        "j05",
+        *("j01", "j08", "j03"),  # NOW + 2 min
+        *("j07", "j00", "j04"),  # NOW + 1 min
+        *("j09", "j02", "j06"),  # NOW
+    ],
+}
+
+
+async def add_sortable_jobs(store: SqlStore) -> None:
+    for name, created_at, next_fire_at, enabled in SORTABLE_JOBS:
+        job = await store.create_job(
+            definition(name, enabled=enabled), next_fire_at, created_at
+        )
+        if name in SORTABLE_UPDATES:
+            await store.update_job(
+                job.id, job.definition, next_fire_at, SORTABLE_UPDATES[name]
+            )
+
+
+@pytest.mark.parametrize("sort", list(JobSort), ids=[s.value for s in JobSort])
+async def test_list_jobs_pages_every_sort_through_its_ties_once_each(
+    store: SqlStore, sort: JobSort
+) -> None:
+    await add_sortable_jobs(store)
+    wanted = {
+        "all": (JobFilter(), SORTED_NAMES[sort]),
+        "enabled": (
+            JobFilter(enabled=True),
+            [n for n in SORTED_NAMES[sort] if n not in PAUSED_SORTABLE],
+        ),
+        "paused": (
+            JobFilter(enabled=False),
+            [n for n in SORTED_NAMES[sort] if n in PAUSED_SORTABLE],
+        ),
+    }
+
+    for label, (job_filter, expected) in wanted.items():
+        # Page ends fall inside ties, on their edges and on the end of the jobs
+        # with a next fire.
+        for limit in (1, 2, 3, 4, 7, 10):
+            pages = await all_pages(
+                lambda limit, cursor, f=job_filter: store.list_jobs(
+                    f, limit, cursor, sort
+                ),
+                limit,
+            )
+            names = [job.name for page in pages for job in page]
+            assert names == expected, (label, limit)
+            assert all(len(page) == limit for page in pages[:-1]), (label, limit)
+
+
+async def test_list_jobs_sorts_by_name_unless_told(store: SqlStore) -> None:
+    await add_sortable_jobs(store)
+
+    page = await store.list_jobs(JobFilter(), 3, None)
+    resumed = await store.list_jobs(JobFilter(), 3, page.next_cursor, JobSort.NAME)
+
+    assert [job.name for job in page.items] == ["j00", "j01", "j02"]
+    assert [job.name for job in resumed.items] == ["j03", "j04", "j05"]
+
+
+async def test_a_job_cursor_made_under_one_sort_is_refused_under_another(
+    store: SqlStore,
+) -> None:
+    await add_sortable_jobs(store)
+    cursor = (await store.list_jobs(JobFilter(), 2, None, JobSort.UPDATED)).next_cursor
+    assert cursor is not None
+
+    with pytest.raises(InputError) as raised:
+        await store.list_jobs(JobFilter(), 2, cursor, JobSort.NEXT_FIRE)
+
+    (error,) = raised.value.errors
+    assert error.field == "cursor"
+    assert "sorted by -updated_at, not by next_fire_at" in error.message
+    assert "sort=-updated_at" in error.message
+    resumed = await store.list_jobs(JobFilter(), 2, cursor, JobSort.UPDATED)
+    assert [job.name for job in resumed.items] == ["j00", "j06"]
+
+
+def job_cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(f"job:{raw}".encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("sort", "raw"),
+    [
+        (JobSort.NAME, "backup"),
+        (JobSort.NAME, '["name","backup"]'),
+        (JobSort.NAME, '{"a":1,"b":2,"c":3}'),
+        (JobSort.NAME, '["name","backup",0]'),
+        (JobSort.NAME, '["name","backup",true]'),
+        (JobSort.NAME, '["name","back\\u0000up",1]'),
+        (JobSort.NAME, '["name",null,1]'),
+        (JobSort.NAME, '["sideways","backup",1]'),
+        (JobSort.UPDATED, '["-updated_at","yesterday",1]'),
+        (JobSort.UPDATED, '["-updated_at","2025-03-01T12:00:00",1]'),
+        (JobSort.UPDATED, '["-updated_at",null,1]'),
+        (JobSort.CREATED, '["-created_at","9999-12-31T23:00:00-14:00",1]'),
+        (JobSort.NEXT_FIRE, '["next_fire_at",12,1]'),
+    ],
+    ids=[
+        "not-json",
+        "two-items",
+        "object",
+        "id-zero",
+        "id-bool",
+        "name-with-nul",
+        "name-null",
+        "unknown-sort",
+        "instant-not-iso",
+        "instant-naive",
+        "instant-null-outside-next-fire",
+        "instant-beyond-9999-in-utc",
+        "instant-number",
+    ],
+)
+async def test_a_hand_made_job_cursor_is_refused_naming_the_cursor(
+    store: SqlStore, sort: JobSort, raw: str
+) -> None:
+    with pytest.raises(InputError) as raised:
+        await store.list_jobs(JobFilter(), 10, job_cursor(raw), sort)
+
+    (error,) = raised.value.errors
+    assert error.field == "cursor"
+    assert "is not a cursor of a job listing" in error.message
+
+
+async def query_plan_of(
+    store: SqlStore, statement: Select[*tuple[Any, ...]], *, sorts: bool = False
+) -> str:
+    """Return the plan of a statement with its parameters.
+
+    PostgreSQL is told to avoid sequential scans, and sorts unless `sorts`, which
+    it prefers on tables this small: a sort that remains is one no index can spare.
+    """
+    async with store.engine.connect() as conn:
+        compiled = statement.compile(
+            dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        values = [compiled.params[name] for name in compiled.positiontup or ()]
+        if conn.dialect.name == "sqlite":
+            values = [
+                v.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+                if isinstance(v, datetime)
+                else v
+                for v in values
+            ]
+            result = await conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {compiled}", tuple(values)
+            )
+            return "\n".join(str(row[-1]) for row in result)
+        avoided = ["enable_seqscan", "enable_bitmapscan"]
+        for setting in avoided if sorts else [*avoided, "enable_sort"]:
+            await conn.exec_driver_sql(f"SET LOCAL {setting} = off")
+        result = await conn.exec_driver_sql(
+            f"EXPLAIN (COSTS OFF) {compiled}", tuple(values)
+        )
+        return "\n".join(str(row[0]) for row in result)
+
+
+SORT_INDEXES = {
+    JobSort.NAME: ("uq_jobs_name", "ix_jobs_paused_name"),
+    JobSort.NAME_DESC: ("uq_jobs_name", "ix_jobs_paused_name"),
+    JobSort.NEXT_FIRE: ("ix_jobs_next_fire_at", "ix_jobs_paused_next_fire_at_id"),
+    JobSort.UPDATED: ("ix_jobs_updated_at_id", "ix_jobs_paused_updated_at_id"),
+    JobSort.CREATED: ("ix_jobs_created_at_id", "ix_jobs_paused_created_at_id"),
+}
+
+
+def page_positions(sort: JobSort) -> list[JobPosition | None]:
+    """Return where pages of a sort start: the first page, and a later one."""
+    if sort in (JobSort.NAME, JobSort.NAME_DESC):
+        return [None, JobPosition("m", 5)]
+    later = [None, JobPosition(NOW, 5)]
+    return [*later, JobPosition(None, 5)] if sort is JobSort.NEXT_FIRE else later
+
+
+@pytest.mark.parametrize("sort", list(JobSort), ids=[s.value for s in JobSort])
+@pytest.mark.parametrize(
+    "enabled", [None, True, False], ids=["any-state", "enabled", "paused"]
+)
+async def test_each_page_of_each_sort_reads_an_index_in_its_order(
+    store: SqlStore, sort: JobSort, enabled: bool | None
+) -> None:
+    full, paused = SORT_INDEXES[sort]
+    index = paused if enabled is False else full
+    if index == "uq_jobs_name" and store.engine.dialect.name == "sqlite":
+        index = "sqlite_autoindex_jobs_1"  # SQLite's name for a UNIQUE constraint
+
+    for after in page_positions(sort):
+        statements = job_page_statements(JobFilter(enabled=enabled), sort, after, 51)
+        for statement in statements:
+            plan = await query_plan_of(store, statement)
+
+            assert re.search(rf"USING INDEX {index}\b|Index Scan.* {index} ", plan), (
+                after,
+                plan,
+            )
+            assert "TEMP B-TREE" not in plan, (after, plan)
+            assert re.search(r"\bSort\b|\bSeq Scan\b", plan) is None, (after, plan)
+            assert re.search(r"\bSCAN jobs\b(?! USING)", plan) is None, (after, plan)
+
+
 async def test_count_jobs_counts_enabled_and_paused(store: SqlStore) -> None:
     await add_job(store, "a")
     await add_job(store, "b")
@@ -653,6 +909,49 @@ async def test_list_runs_filters(
     page = await store.list_runs(run_filter, 10, None)
 
     assert sorted(names[run.id] for run in page.items) == expected
+
+
+async def test_list_runs_of_some_states_pages_newest_first_without_gaps(
+    store: SqlStore,
+) -> None:
+    a = await add_job(store, "a")
+    b = await add_job(store, "b")
+    states = [RunState.SKIPPED, RunState.QUEUED, RunState.WAITING, RunState.QUEUED]
+    made = [
+        await fire(store, a if i % 3 else b, NOW + i * MINUTE, state=states[i % 4])
+        for i in range(12)
+    ]
+    wanted = frozenset({RunState.QUEUED, RunState.WAITING})
+
+    for job_id, limit in ((None, 1), (None, 2), (None, 5), (a.id, 2)):
+        run_filter = RunFilter(job_id=job_id, states=wanted)
+        pages = await all_pages(
+            lambda limit, cursor, f=run_filter: store.list_runs(f, limit, cursor),
+            limit,
+        )
+
+        assert [run.id for page in pages for run in page] == [
+            run.id
+            for run in reversed(made)
+            if run.state in wanted and job_id in (None, run.job_id)
+        ], (job_id, limit)
+
+
+@pytest.mark.parametrize(
+    "states",
+    [ACTIVE_RUN_STATES, FAILED_RUN_STATES, FINAL_RUN_STATES],
+    ids=["active", "failed", "ended"],
+)
+async def test_runs_of_some_states_are_read_newest_first_off_the_state_index(
+    store: SqlStore, states: frozenset[RunState]
+) -> None:
+    statement = runs_page_statement(RunFilter(states=states), 1000, 21)
+
+    plan = await query_plan_of(store, statement, sorts=True)
+
+    # One short range of the index per state, newest first; no scan of all runs.
+    assert len(re.findall(r"\bix_runs_state_id\b", plan)) == len(states), plan
+    assert re.search(r"\bSCAN runs\b(?! USING)|Seq Scan on runs\b", plan) is None, plan
 
 
 async def test_active_runs_are_the_waiting_queued_and_running_ones(

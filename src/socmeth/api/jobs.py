@@ -31,7 +31,7 @@ from socmeth.api.schemas import (
 )
 from socmeth.errors import ChangedError
 from socmeth.jobs import CHANGED_RETRIES
-from socmeth.store.base import JobFilter
+from socmeth.store.base import JobFilter, JobSort
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -48,10 +48,20 @@ async def list_jobs(
     tag: Annotated[QueryText | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    sort: Annotated[
+        JobSort,
+        Query(
+            description="The order: `name` (A to Z), `-name` (Z to A), "
+            "`next_fire_at` (soonest first, jobs with no next fire last), "
+            "`-updated_at` or `-created_at` (newest first). A cursor pages only "
+            "under the sort it was made with."
+        ),
+    ] = JobSort.NAME,
 ) -> JobPage:
-    """List jobs ordered by name, optionally narrowed by name, state or tag."""
+    """List jobs in the order asked for (by name unless told), optionally narrowed
+    by name, state or tag."""
     job_filter = JobFilter(search=search or None, enabled=enabled, tag=tag or None)
-    page = await node.store.list_jobs(job_filter, limit, cursor)
+    page = await node.store.list_jobs(job_filter, limit, cursor, sort)
     return JobPage(items=[job_out(j) for j in page.items], next_cursor=page.next_cursor)
 
 

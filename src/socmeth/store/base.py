@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from socmeth.dependencies import Plan, Snapshot
@@ -45,6 +46,17 @@ from socmeth.models import (
 )
 
 T = TypeVar("T")
+
+# Every store's ids are signed 64-bit integers, counted from 1.
+MAX_ID = 2**63 - 1
+
+
+def fits_id(digits: str) -> bool:
+    """Tell whether `digits` (ASCII digits) are an id a store can hold."""
+    # The length goes first: int() refuses a string of thousands of digits.
+    return len(digits) <= len(str(MAX_ID)) and int(digits) <= MAX_ID
+
+
 Planner = Callable[[Snapshot, datetime], Plan]
 
 
@@ -63,6 +75,17 @@ class JobFilter:
     search: str | None = None
     enabled: bool | None = None
     tag: str | None = None
+
+
+class JobSort(StrEnum):
+    """Order a job listing. Each value is the word the API and the dashboard take:
+    the field sorted by, with a leading `-` for newest (or Z) first."""
+
+    NAME = "name"  # A to Z
+    NAME_DESC = "-name"  # Z to A
+    NEXT_FIRE = "next_fire_at"  # soonest first; jobs with no next fire last
+    UPDATED = "-updated_at"  # most recently updated first
+    CREATED = "-created_at"  # most recently created first
 
 
 @dataclass(frozen=True)
@@ -455,9 +478,23 @@ class Store(ABC):
 
     @abstractmethod
     async def list_jobs(
-        self, job_filter: JobFilter, limit: int, cursor: str | None
+        self,
+        job_filter: JobFilter,
+        limit: int,
+        cursor: str | None,
+        sort: JobSort = JobSort.NAME,
     ) -> Page[Job]:
-        """Return jobs ordered by name, `limit` at a time."""
+        """Return jobs in the order of `sort`, `limit` at a time.
+
+        Ties of the sorted field are broken by id, in the same direction, so the
+        order is total. Pages are keyset pages: a cursor holds the sort and the last
+        job's sorted value and id, and the next page starts after them, one index
+        range scan deep however far in it is; paging through a store that does not
+        change meanwhile yields each matching job exactly once. A job whose sorted
+        value changes while a client pages (an update, a fire moving its next fire)
+        moves in the order. ValidationError (field `cursor`) for a cursor this store
+        did not make, or made under another sort.
+        """
 
     @abstractmethod
     async def count_jobs(self) -> JobCounts:

@@ -5,7 +5,8 @@ tuples as lists, mappings as objects. Decoding follows the dataclass's type hint
 a field added to the model is carried without a change here. The document carries a
 version: a reader meeting a newer one refuses, since it cannot know what the new
 fields mean. Page cursors are opaque to clients: urlsafe base64 of the listing's
-kind and the last key of the page.
+kind and the last key of the page; for jobs, the key is a JSON array of the sort,
+the last job's sorted value and its id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import functools
 import json
 import types
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -33,7 +35,7 @@ from socmeth.models import (
     RunState,
     Trigger,
 )
-from socmeth.store.base import NewRun
+from socmeth.store.base import JobSort, NewRun
 
 AnyRow = Row[*tuple[Any, ...]]
 DEFINITION_VERSION = 1
@@ -74,6 +76,85 @@ def decode_cursor(cursor: str, kind: str) -> str:
 
 def _is_row_id(key: str) -> bool:
     return key.isascii() and key.isdigit() and len(key) <= 19 and int(key) <= MAX_ROW_ID
+
+
+@dataclass(frozen=True)
+class JobPosition:
+    """Where a page of jobs ended: the last job's sorted value and its id.
+
+    The value is a name for the name sorts and an instant for the others; None
+    only for a job with no next fire, which the next-fire sort puts last.
+    """
+
+    value: str | datetime | None
+    job_id: int
+
+
+def sorted_value(job: Job, sort: JobSort) -> str | datetime | None:
+    """Return the value of a job that `sort` orders by."""
+    if sort in (JobSort.NAME, JobSort.NAME_DESC):
+        return job.name
+    if sort is JobSort.NEXT_FIRE:
+        return job.next_fire_at
+    return job.updated_at if sort is JobSort.UPDATED else job.created_at
+
+
+_SORT_WORDS = frozenset(sort.value for sort in JobSort)
+
+
+def encode_job_cursor(sort: JobSort, job: Job) -> str:
+    """Return the cursor of the page of jobs that follows `job` in `sort` order."""
+    value = sorted_value(job, sort)
+    shown = value.isoformat() if isinstance(value, datetime) else value
+    return encode_cursor(
+        "job", json.dumps([sort.value, shown, job.id], separators=(",", ":"))
+    )
+
+
+def decode_job_cursor(cursor: str, sort: JobSort) -> JobPosition:
+    """Return where the page before a job cursor ended; the cursor must have been
+    made for a listing in `sort` order."""
+    refused = ValidationError.single(
+        "cursor", f"{cursor!r} is not a cursor of a job listing"
+    )
+    try:
+        decoded = json.loads(decode_cursor(cursor, "job"))
+    except ValueError as exc:
+        raise refused from exc
+    if not isinstance(decoded, list) or len(decoded) != 3:
+        raise refused
+    made_for, value, job_id = decoded
+    if isinstance(made_for, str) and made_for in _SORT_WORDS - {sort.value}:
+        raise ValidationError.single(
+            "cursor",
+            f"the cursor pages jobs sorted by {made_for}, not by {sort.value}: pass "
+            f"sort={made_for} with it, or leave the cursor out to start again",
+        )
+    if made_for != sort.value or not _is_job_id(job_id):
+        raise refused
+    if sort in (JobSort.NAME, JobSort.NAME_DESC):
+        if not isinstance(value, str) or not value or not value.isprintable():
+            raise refused
+        return JobPosition(value, job_id)
+    if value is None and sort is JobSort.NEXT_FIRE:
+        return JobPosition(None, job_id)
+    return JobPosition(_cursor_instant(value, refused), job_id)
+
+
+def _is_job_id(value: object) -> bool:
+    return type(value) is int and 1 <= value <= MAX_ROW_ID
+
+
+def _cursor_instant(value: object, refused: ValidationError) -> datetime:
+    if not isinstance(value, str):
+        raise refused
+    try:
+        instant = datetime.fromisoformat(value)
+        if instant.utcoffset() is None:
+            raise refused
+        return instant.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # beyond year 9999 in UTC
+        raise refused from exc
 
 
 # Rows

@@ -37,6 +37,7 @@ from sqlalchemy import (
     delete,
     event,
     exists,
+    false,
     func,
     insert,
     literal,
@@ -44,6 +45,8 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -99,6 +102,7 @@ from socmeth.store.base import (
     GraphJob,
     JobCounts,
     JobFilter,
+    JobSort,
     Lease,
     NewRun,
     NodeBeat,
@@ -113,11 +117,14 @@ from socmeth.store.base import (
 )
 from socmeth.store.codec import (
     AnyRow,
+    JobPosition,
     attempt_from_row,
     decode_cursor,
     decode_definition,
+    decode_job_cursor,
     encode_cursor,
     encode_definition,
+    encode_job_cursor,
     first_attempt_values,
     job_from_row,
     job_values,
@@ -260,6 +267,71 @@ async def open_store(
     return store
 
 
+def job_page_statements(
+    job_filter: JobFilter, sort: JobSort, after: JobPosition | None, limit: int
+) -> list[Select[*tuple[Any, ...]]]:
+    """Build the queries of one page of jobs in `sort` order after `after`.
+
+    They are run in turn until `limit` rows came back. Each reads one index range
+    in its order from where the page starts, so a page costs the same however deep
+    in the listing it is: the name sorts read the unique index of names, the others
+    an index of (sorted column, id), and paused jobs their partial indexes (see
+    schema). Jobs without a next fire come last in the next-fire sort, by id, from
+    a query of their own: SQLite sorts NULL first and PostgreSQL last, and SQLite
+    cannot index NULLS LAST.
+    """
+    query = select(jobs).where(*_job_conditions(job_filter)).limit(limit)
+    if sort in (JobSort.NAME, JobSort.NAME_DESC):
+        # Names are unique: the name alone orders and resumes the listing.
+        name = jobs.c.name
+        descending = sort is JobSort.NAME_DESC
+        if after is not None:
+            query = query.where(
+                name < after.value if descending else name > after.value
+            )
+        return [query.order_by(name.desc() if descending else name)]
+
+    if sort is not JobSort.NEXT_FIRE:
+        column = jobs.c.updated_at if sort is JobSort.UPDATED else jobs.c.created_at
+        return _resumed(query, column, after, descending=True)
+
+    next_fire = jobs.c.next_fire_at
+    unset = query.where(next_fire.is_(None)).order_by(next_fire, jobs.c.id)
+    if after is None:
+        scheduled = query.where(next_fire.is_not(None))
+        return [*_resumed(scheduled, next_fire, None, descending=False), unset]
+    if after.value is None:
+        return [unset.where(jobs.c.id > after.job_id)]
+    return [*_resumed(query, next_fire, after, descending=False), unset]
+
+
+def _resumed(
+    query: Select[*tuple[Any, ...]],
+    column: ColumnElement[Any],
+    after: JobPosition | None,
+    *,
+    descending: bool,
+) -> list[Select[*tuple[Any, ...]]]:
+    """Order jobs by (column, id) and resume after a position: the rest of its tie
+    first, then the values beyond it.
+
+    Two ranges rather than one `(column, id) > (?, ?)`: SQLite seeks that row value
+    by its first column only when id is the rowid, and would read the whole tie
+    (thousands of jobs share the next fire of an hourly schedule).
+    """
+    job_id = jobs.c.id
+    order = (column.desc(), job_id.desc()) if descending else (column, job_id)
+    if after is None:
+        return [query.order_by(*order)]
+
+    rest_of_tie = job_id < after.job_id if descending else job_id > after.job_id
+    beyond = column < after.value if descending else column > after.value
+    return [
+        query.where(column == after.value, rest_of_tie).order_by(*order),
+        query.where(beyond).order_by(*order),
+    ]
+
+
 def due_jobs_statement(now: datetime, limit: int) -> Select[*tuple[Any, ...]]:
     """Build the due-jobs query: a range scan of the next-fire index, cut by LIMIT."""
     return (
@@ -300,6 +372,42 @@ def next_due_statement() -> Select[*tuple[Any, ...]]:
         next_fire.label("next_fire_at"),
         next_retry.label("next_retry_at"),
         give_up.label("give_up_at"),
+    )
+
+
+def runs_page_statement(
+    run_filter: RunFilter, before_id: int | None, limit: int
+) -> Select[*tuple[Any, ...]]:
+    """Build the query of a page of runs, newest first, older than `before_id`.
+
+    With states to match, each state is read as its own range of the (state, id)
+    index, newest first and cut by LIMIT, and the page is the newest of those few
+    rows, whatever the states hold. As one `state IN (...)`, SQLite, which keeps no
+    statistics, gathers every run of those states and sorts them (every ended run,
+    for the dashboard's recent ones); read by id alone, as PostgreSQL may choose, a
+    rare state (the active ones) is found only after the whole history.
+    """
+    conditions = [] if before_id is None else [runs.c.id < before_id]
+    newest_first = runs.c.id.desc()
+    if not run_filter.states:
+        conditions += _run_conditions(run_filter)
+        return _runs_select().where(*conditions).order_by(newest_first).limit(limit)
+
+    conditions += _run_conditions(replace(run_filter, states=None))
+    branches = [
+        select(runs.c.id)
+        .where(*conditions, runs.c.state == state)
+        .order_by(newest_first)
+        .limit(limit)
+        .subquery()
+        for state in sorted(run_filter.states)
+    ]
+    chosen = union_all(*(select(branch.c.id) for branch in branches)).subquery()
+    return (
+        _runs_select()
+        .where(runs.c.id.in_(select(chosen.c.id)))
+        .order_by(newest_first)
+        .limit(limit)
     )
 
 
@@ -724,20 +832,27 @@ class SqlStore(Store):
         return job_from_row(row)
 
     async def list_jobs(
-        self, job_filter: JobFilter, limit: int, cursor: str | None
+        self,
+        job_filter: JobFilter,
+        limit: int,
+        cursor: str | None,
+        sort: JobSort = JobSort.NAME,
     ) -> Page[Job]:
         _check_limit(limit)
-        query = select(jobs).order_by(jobs.c.name).limit(limit + 1)
-        if cursor is not None:
-            query = query.where(jobs.c.name > decode_cursor(cursor, "job"))
-        query = query.where(*_job_conditions(job_filter))
+        after = None if cursor is None else decode_job_cursor(cursor, sort)
+        statements = job_page_statements(job_filter, sort, after, limit + 1)
 
+        rows: list[AnyRow] = []
         async with self._reading() as conn:
-            rows = (await conn.execute(query)).all()
+            for statement in statements:
+                wanted = limit + 1 - len(rows)
+                rows += (await conn.execute(statement.limit(wanted))).all()
+                if len(rows) > limit:
+                    break
 
         items = [job_from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
-        return Page(items, encode_cursor("job", items[-1].name) if more else None)
+        return Page(items, encode_job_cursor(sort, items[-1]) if more else None)
 
     async def count_jobs(self) -> JobCounts:
         query = select(jobs.c.enabled, func.count()).group_by(jobs.c.enabled)
@@ -946,10 +1061,8 @@ class SqlStore(Store):
         self, run_filter: RunFilter, limit: int, cursor: str | None
     ) -> Page[Run]:
         _check_limit(limit)
-        query = _runs_select().order_by(runs.c.id.desc()).limit(limit + 1)
-        if cursor is not None:
-            query = query.where(runs.c.id < int(decode_cursor(cursor, "run")))
-        query = query.where(*_run_conditions(run_filter))
+        before = None if cursor is None else int(decode_cursor(cursor, "run"))
+        query = runs_page_statement(run_filter, before, limit + 1)
 
         async with self._reading() as conn:
             rows = (await conn.execute(query)).all()
@@ -1430,7 +1543,9 @@ def _job_conditions(job_filter: JobFilter) -> list[ColumnElement[bool]]:
         needle = job_filter.search.lower()
         conditions.append(jobs.c.name.contains(needle, autoescape=True))
     if job_filter.enabled is not None:
-        conditions.append(jobs.c.enabled.is_(job_filter.enabled))
+        # Spelt as the predicate of the paused jobs' partial indexes, which the
+        # databases match by its form.
+        conditions.append(jobs.c.enabled == (true() if job_filter.enabled else false()))
     if job_filter.tag is not None:
         conditions.append(
             exists().where(
