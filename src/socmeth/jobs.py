@@ -26,7 +26,7 @@ from socmeth.fires import fire_run, next_fire_at
 from socmeth.metrics import Metrics
 from socmeth.models import Concurrency, Job, JobDefinition, Run, RunState, Trigger
 from socmeth.queue.base import Queue, QueueError
-from socmeth.store.base import DependencyGraph, QueuedAttempt, Store
+from socmeth.store.base import DependencyGraph, QueuedAttempt, Store, fits_id
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,14 @@ class JobService:
         self._stop_local = stop_local
 
     async def resolve(self, ref: str) -> Job:
-        """Return the job a path names: an all-digit reference is an id, else a name."""
-        if ref.isdigit():
+        """Return the job a path names: an all-digit reference is an id, else a name.
+
+        NotFoundError for an id no store can hold, as for any id not stored.
+        """
+        if ref.isascii() and ref.isdigit():
+            if not fits_id(ref):
+                shown = ref if len(ref) <= 30 else f"{ref[:20]}... ({len(ref)} digits)"
+                raise NotFoundError(f"no job has id {shown}")
             return await self._store.get_job(int(ref))
         return await self._store.get_job_by_name(ref)
 

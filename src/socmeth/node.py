@@ -38,6 +38,7 @@ from socmeth.executors import Executors
 from socmeth.executors.procs import store_id_of
 from socmeth.jobs import JobService
 from socmeth.metrics import Metrics
+from socmeth.models import Attempt, AttemptState
 from socmeth.pruner import Pruner
 from socmeth.queue.base import Queue, QueueError
 from socmeth.queue.memory import MemoryQueue
@@ -109,6 +110,19 @@ class Node:
     def jobs(self) -> JobService:
         assert self._jobs is not None, "the node is not started"
         return self._jobs
+
+    async def output(self, run_id: int, number: int) -> tuple[Attempt, str, bool]:
+        """Return an attempt of a run, its output tail and whether older output
+        was left out; live while the attempt runs on this node."""
+        attempt, text = await self.store.get_output(run_id, number)
+        truncated = attempt.output_truncated
+        live = None
+        if attempt.state is AttemptState.RUNNING and self.workers is not None:
+            # This node's copy is fresher than the store's, saved once a second.
+            live = self.workers.live_output(attempt.id)
+        if live is not None:
+            text, truncated = live.text(), live.truncated
+        return attempt, text, truncated
 
     async def start(self) -> None:
         """Open the store, settle what a crash left behind, then start the loops."""

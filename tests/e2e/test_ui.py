@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import missing_service
-from tests.e2e.conftest import Server, create, run_now
+from tests.e2e.conftest import Server, create, parse, run_now
 
 pytestmark = pytest.mark.slow
 
@@ -157,5 +157,125 @@ def test_a_section_updates_live_after_a_new_run(
     assert page.evaluate("window.stillThisPage") is True
     assert time.monotonic() - started < LIVE_TIMEOUT_MS / 1000
     shoot(page, "dashboard-after-live-update")
+    context.close()
+    assert problems.seen == []
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS), ids=list(VIEWPORTS))
+def test_a_job_is_created_run_paused_edited_and_deleted_in_the_browser(
+    browser: Any, server: Server, viewport: str
+) -> None:
+    width, height = VIEWPORTS[viewport]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    problems = Problems()
+    problems.watch(page)
+    base = f"http://127.0.0.1:{server.port}"
+
+    page.goto(f"{base}/jobs")
+    page.get_by_role("link", name="New job").click()
+    page.wait_for_url(f"{base}/jobs/new")
+    page.get_by_label("Name", exact=True).fill("browser-made")
+    schedule = page.get_by_label("Schedule", exact=True)
+
+    # A bad cron: the preview says so while typing, and saving shows it beside it.
+    schedule.press_sequentially("0 99 * * *")
+    page.locator("#schedule-preview .preview-error").wait_for()
+    assert "99" in page.locator("#schedule-preview").inner_text()
+    page.get_by_label("Command", exact=True).fill(
+        "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done"
+    )
+    shoot(page, f"job-form-new-{viewport}")
+    page.get_by_role("button", name="Create job").click()
+    page.locator("#error-summary").wait_for()
+    assert "99" in page.locator("#e-schedule").inner_text()
+    assert page.evaluate("document.activeElement.id") == "error-summary"
+    shoot(page, f"job-form-errors-{viewport}")
+
+    # Weekday hours, previewed as typed: five fires on the hour, Monday to Friday.
+    schedule.fill("")
+    schedule.press_sequentially("0 9-17 * * 1-5")
+    page.locator("#schedule-preview .reading").wait_for()
+    assert "on weekdays" in page.locator("#schedule-preview .reading").inner_text()
+    fires = page.locator("#schedule-preview time").evaluate_all(
+        "times => times.map(t => t.getAttribute('datetime'))"
+    )
+    assert len(fires) == 5
+    for fire in fires:
+        instant = parse(fire)
+        assert instant.weekday() < 5
+        assert 9 <= instant.hour <= 17
+        assert (instant.minute, instant.second) == (0, 0)
+    page.get_by_role("button", name="Create job").click()
+    page.wait_for_url(f"{base}/jobs/browser-made?done=created")
+    assert page.locator(".notice").inner_text() == "Job created."
+    shoot(page, f"job-page-{viewport}")
+
+    # Run it: the run page follows its output live, without a reload.
+    page.get_by_role("button", name="Run now").click()
+    page.wait_for_url(re.compile(rf"{base}/runs/\d+$"))
+    page.evaluate("window.stillThisPage = true")
+    output = page.locator("#live-output pre.output")
+    output.filter(has_text="tick 1").wait_for(timeout=LIVE_TIMEOUT_MS)
+    assert "tick 6" not in output.inner_text()
+    shoot(page, f"run-page-live-{viewport}")
+    output.filter(has_text="tick 6").wait_for(timeout=LIVE_TIMEOUT_MS)
+    page.locator('#live-run [data-state="succeeded"]').first.wait_for(
+        timeout=LIVE_TIMEOUT_MS
+    )
+    assert page.evaluate("window.stillThisPage") is True
+    shoot(page, f"run-page-ended-{viewport}")
+
+    # Pause it, then edit it.
+    page.get_by_role("link", name="browser-made").first.click()
+    page.get_by_role("button", name="Pause").click()
+    page.wait_for_url(f"{base}/jobs/browser-made?done=paused")
+    assert page.get_by_role("button", name="Resume").is_visible()
+    assert server.api("GET", "/api/jobs/browser-made").json()["enabled"] is False
+    page.get_by_role("link", name="Edit").click()
+    page.get_by_label("Description").fill("Edited in the browser")
+    page.get_by_role("button", name="Save changes").click()
+    page.wait_for_url(f"{base}/jobs/browser-made?done=updated")
+    assert "Edited in the browser" in page.locator(".description").inner_text()
+    stored = server.api("GET", "/api/jobs/browser-made").json()
+    assert stored["description"] == "Edited in the browser"
+    assert stored["schedule"] == "0 9-17 * * 1-5"
+
+    # Delete it, after the confirmation page.
+    page.get_by_role("link", name="Delete").click()
+    shoot(page, f"job-delete-confirm-{viewport}")
+    page.get_by_role("button", name="Delete browser-made").click()
+    page.wait_for_url(f"{base}/jobs?deleted=browser-made")
+    assert "browser-made" in page.locator(".notice").inner_text()
+    assert server.api("GET", "/api/jobs/browser-made").status_code == 404
+
+    context.close()
+    assert problems.seen == []
+
+
+def test_every_page_reads_in_the_dark_scheme(
+    browser: Any, server: Server, jobs: dict[str, Any]
+) -> None:
+    create(server, name="after-fails", command="true", depends_on=["always-fails"])
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, color_scheme="dark"
+    )
+    page = context.new_page()
+    problems = Problems()
+    problems.watch(page)
+    base = f"http://127.0.0.1:{server.port}"
+    pages = {
+        "dashboard": "/",
+        "jobs": "/jobs",
+        "job": "/jobs/always-fails",
+        "run": f"/runs/{jobs['failed']['id']}",
+        "job-form": "/jobs/always-fails/edit",
+        "nodes": "/nodes",
+    }
+    for name, path in pages.items():
+        page.goto(f"{base}{path}")
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(15, 18, 22)", name
+        shoot(page, f"{name}-dark")
     context.close()
     assert problems.seen == []

@@ -453,6 +453,66 @@ async def test_bad_list_query_names_the_parameter(
     assert field_names(response) == {field}
 
 
+async def test_job_list_sorts_and_pages_in_the_order_asked_for(
+    client: httpx.AsyncClient, node: Node
+) -> None:
+    assert isinstance(node.clock, FakeClock)
+    for name, schedule in [
+        ("b-daily", "0 2 * * *"),
+        ("d-manual", None),
+        ("a-hourly", "0 * * * *"),
+        ("c-minutely", "* * * * *"),
+    ]:
+        await create(client, name=name, schedule=schedule)
+        node.clock.advance(1)
+    await client.put("/api/jobs/b-daily", json={"description": "touched"})
+
+    async def pages(sort: str) -> list[list[str]]:
+        found, cursor = [], None
+        while True:
+            params = {"sort": sort, "limit": "3"} | (
+                {"cursor": cursor} if cursor else {}
+            )
+            response = await client.get("/api/jobs", params=params)
+            assert response.status_code == 200, response.text
+            found.append([job["name"] for job in response.json()["items"]])
+            if (cursor := response.json()["next_cursor"]) is None:
+                return found
+
+    assert await pages("name") == [["a-hourly", "b-daily", "c-minutely"], ["d-manual"]]
+    assert await pages("-name") == [["d-manual", "c-minutely", "b-daily"], ["a-hourly"]]
+    assert await pages("next_fire_at") == [
+        ["c-minutely", "a-hourly", "b-daily"],
+        ["d-manual"],
+    ]
+    assert await pages("-updated_at") == [
+        ["b-daily", "c-minutely", "a-hourly"],
+        ["d-manual"],
+    ]
+    assert await pages("-created_at") == [
+        ["c-minutely", "a-hourly", "d-manual"],
+        ["b-daily"],
+    ]
+
+
+async def test_job_list_refuses_a_bad_sort_and_a_cursor_of_another_sort(
+    client: httpx.AsyncClient,
+) -> None:
+    for name in ("a", "b", "c"):
+        await create(client, name=name)
+    cursor = (await client.get("/api/jobs?sort=-name&limit=1")).json()["next_cursor"]
+
+    bad_sort = await client.get("/api/jobs", params={"sort": "updated"})
+    other_sort = await client.get("/api/jobs", params={"cursor": cursor})
+
+    assert_error_shape(bad_sort, 422)
+    assert field_names(bad_sort) == {"sort"}
+    assert "'-updated_at'" in bad_sort.json()["error"]["message"]
+    assert_error_shape(other_sort, 422)
+    assert field_names(other_sort) == {"cursor"}
+    assert "pass sort=-name" in other_sort.json()["error"]["message"]
+
+
 # Secrets
 
 
@@ -1370,3 +1430,67 @@ async def test_whole_seconds_come_back_as_json_integers(
         "max": 3600,
         "jitter": False,
     }
+
+
+# The document's page, with its script and styles from the node (no CDN)
+
+SCRIPT_TYPES = {"text/javascript", "application/javascript"}
+
+
+def page_urls(html: str) -> list[str]:
+    """Return the src and href values of a page."""
+    return [
+        part.split('"', 1)[0]
+        for marker in ('src="', 'href="')
+        for part in html.split(marker)[1:]
+    ]
+
+
+async def test_docs_load_only_files_the_node_serves(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/docs")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    # No URL of another host; no scheme at all, in fact: every reference is a path.
+    assert "http" not in response.text
+    urls = page_urls(response.text)
+    assert any(url.endswith(".js") for url in urls)
+    for url in urls:
+        assert url.startswith("/")
+        assert not url.startswith("//")
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        kind = asset.headers["content-type"].split(";")[0]
+        if url.endswith(".js"):
+            assert kind in SCRIPT_TYPES, url
+        elif url.endswith(".css"):
+            assert kind == "text/css"
+        else:
+            assert kind.startswith("image/"), url
+
+
+async def test_docs_run_a_swagger_ui_that_reads_the_documents_version(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    page = (await client.get("/docs")).text
+    script = (await client.get("/docs/static/swagger-ui-bundle.js")).text
+    redirect = await client.get("/docs/oauth2-redirect")
+
+    assert "url: '/openapi.json'" in page
+    assert "/docs/static/swagger-ui.css" in page
+    # FastAPI writes OpenAPI 3.1, which Swagger UI reads from version 5 on (4 says
+    # "Unable to render this definition").
+    assert document["openapi"].startswith("3.1.")
+    assert 'PACKAGE_VERSION:"5.' in script
+    assert redirect.status_code == 200
+    assert "http" not in redirect.text
+
+
+async def test_redoc_is_not_served(client: httpx.AsyncClient) -> None:
+    # ReDoc's sidebar loads its logo from cdn.redoc.ly whatever the page says.
+    response = await client.get("/redoc")
+
+    assert_error_shape(response, 404)

@@ -3,84 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
 
-from socmeth.api.app import create_app
-from socmeth.clock import FakeClock
-from socmeth.config import load_config
-from socmeth.models import AttemptState, JobDefinition, JobType, Run, RunState
+from socmeth.models import JobDefinition, JobType, RunState
 from socmeth.node import Node
-from socmeth.store.base import AttemptFinish, AttemptOutcome
+from tests.integration.ui_support import (
+    PEER,
+    START,
+    add_job,
+    client,
+    node,
+    run_to,
+    section,
+)
 
-START = datetime(2026, 1, 5, 8, 30, tzinfo=UTC)
-PEER = "peer-b.example:8080"
+__all__ = ["client", "node"]  # fixtures, used by name
+
 XSS = "<script>alert(1)</script>"
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    """Start a node with its workers stopped, so runs stay as the test made them."""
-    config = load_config(
-        environ={},
-        overrides={
-            "server.data_dir": str(tmp_path),
-            "workers.shutdown_grace": 0,
-            "cluster.peers": PEER,
-        },
-    )
-    node = Node(config, clock=FakeClock(START), node_id="ui-test")
-    await node.start()
-    assert node.workers is not None
-    await node.workers.stop(0)
-    yield node
-    await node.stop()
-
-
-@pytest.fixture
-async def client(node: Node) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(node))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
-
-
-async def add_job(node: Node, name: str, **fields: object) -> None:
-    definition = JobDefinition(name=name, type=JobType.COMMAND, command="true")
-    await node.jobs.create(JobDefinition(**{**definition.__dict__, **fields}))
-
-
-async def run_to(node: Node, name: str, state: RunState | None) -> Run:
-    """Start a manual run of a job; claim it, and end it in `state` unless None."""
-    run = await node.jobs.run_now(await node.jobs.resolve(name))
-    batch = await node.store.claim_attempts(
-        [run.attempts[-1].id], "ui-test", START, max_running=10
-    )
-    (claimed,) = batch.claimed
-    if state is None:
-        return claimed.run
-    attempt_state = (
-        AttemptState.SUCCEEDED if state is RunState.SUCCEEDED else AttemptState.FAILED
-    )
-    outcome = AttemptOutcome(
-        attempt_state, state, exit_code=0 if state is RunState.SUCCEEDED else 1
-    )
-    finish = AttemptFinish(claimed.attempt.id, outcome)
-    (ended,) = (await node.store.finish_attempts([finish], START)).runs
-    assert ended is not None
-    return ended
-
-
-def section(html: str, name: str) -> str:
-    """Return the markup of one live section of a page."""
-    match = re.search(
-        rf'<div class="live" id="live-{name}"[^>]*>(.*?)</div></section>', html, re.S
-    )
-    assert match is not None, f"no section {name} in the page"
-    return match.group(1)
 
 
 async def test_the_dashboard_shows_active_failed_and_recent_runs(
@@ -246,6 +187,67 @@ async def test_the_jobs_list_shows_active_runs_and_links_each_job(
     assert row is not None
     assert 'href="/jobs/busy"' in row.group(0)
     assert 'state-running">running</span> 1' in row.group(0)
+
+
+async def test_the_jobs_list_sorts_as_chosen_and_keeps_the_sort_in_its_links(
+    node: Node, client: httpx.AsyncClient
+) -> None:
+    for name, schedule in [
+        ("b-daily", "0 2 * * *"),
+        ("d-manual", None),
+        ("a-hourly", "0 * * * *"),
+        ("c-minutely", "* * * * *"),
+    ]:
+        await add_job(node, name, schedule=schedule)
+
+    def names(html: str) -> list[str]:
+        return re.findall(r'data-job="([^"]+)"', html)
+
+    first = (
+        await client.get("/jobs", params={"sort": "next_fire_at", "limit": 2})
+    ).text
+    link = re.search(r'<a rel="next" href="([^"]+)"', first)
+    assert link is not None
+    second = (await client.get(link.group(1).replace("&amp;", "&"))).text
+    by_name = (await client.get("/jobs")).text
+    partial = await client.get("/jobs", params={"sort": "-name", "partial": "jobs"})
+    updated = (await client.get("/jobs", params={"sort": "-updated_at"})).text
+
+    assert names(first) == ["c-minutely", "a-hourly"]
+    assert '<option value="next_fire_at" selected>' in first
+    assert "sort=next_fire_at&amp;limit=2&amp;cursor=" in link.group(1)
+    assert 'data-live-src="/jobs?sort=next_fire_at&amp;limit=2&amp;partial=jobs"' in (
+        first
+    )
+    assert names(second) == ["b-daily", "d-manual"]  # no next fire: last
+    assert 'href="/jobs?sort=next_fire_at&amp;limit=2">First page' in second
+    assert names(by_name) == ["a-hourly", "b-daily", "c-minutely", "d-manual"]
+    assert '<option value="name" selected>' in by_name
+    assert '<th scope="col">Updated</th>' not in by_name
+    assert "<html" not in partial.text
+    assert names(partial.text) == ["d-manual", "c-minutely", "b-daily", "a-hourly"]
+    assert "Jobs by name, Z to A" in partial.text
+    assert '<th scope="col">Updated</th>' in updated
+
+
+async def test_a_bad_sort_or_a_cursor_of_another_sort_answers_a_422_page(
+    node: Node, client: httpx.AsyncClient
+) -> None:
+    for name in ("a", "b"):
+        await add_job(node, name)
+    page = (await client.get("/jobs", params={"sort": "-name", "limit": 1})).text
+    cursor = re.search(r"cursor=([^\"&]+)", page)
+    assert cursor is not None
+
+    bad_sort = await client.get("/jobs", params={"sort": "newest"})
+    other_sort = await client.get("/jobs", params={"cursor": cursor.group(1)})
+
+    for response, field in ((bad_sort, "sort"), (other_sort, "cursor")):
+        assert response.status_code == 422
+        assert response.headers["content-type"].startswith("text/html")
+        assert f"<code>{field}</code>:" in response.text
+    assert "-created_at, -name, -updated_at, name, next_fire_at" in bad_sort.text
+    assert "pass sort=-name with it" in other_sort.text
 
 
 @pytest.mark.parametrize(

@@ -640,6 +640,56 @@ def test_patch_with_a_new_url_password_replaces_it(config: Config) -> None:
     assert apply_patch(job, patch, config).url == "https://ops:swordfish@h/x"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://ops:{MASK}@elsewhere.example/x",
+        f"http://ops:{MASK}@h/x",
+        f"https://ops:{MASK}@h:8443/x",
+    ],
+)
+def test_a_masked_credential_is_not_kept_for_another_host(
+    config: Config, url: str
+) -> None:
+    job = definition(
+        {
+            **HTTP,
+            "url": "https://ops:hunter2@h/x",
+            "headers": {"Authorization": "Bearer abc", "X-Team": "ops"},
+        },
+        config,
+    )
+    patch = JobPatch.model_validate(
+        {"url": url, "headers": {"Authorization": MASK, "X-Team": "ops"}}
+    )
+
+    with pytest.raises(ValidationError) as caught:
+        apply_patch(job, patch, config)
+
+    assert [error.field for error in caught.value.errors] == [
+        "url",
+        "headers.Authorization",
+    ]
+    assert "another host" in caught.value.errors[0].message
+
+
+def test_credentials_given_again_for_another_host_are_taken(config: Config) -> None:
+    job = definition(
+        {**HTTP, "url": "https://ops:hunter2@h/x", "headers": {"Authorization": "a"}},
+        config,
+    )
+    patch = JobPatch.model_validate(
+        {"url": "https://ops:new@other/x", "headers": {"Authorization": "b"}}
+    )
+
+    patched = apply_patch(job, patch, config)
+
+    assert (patched.url, dict(patched.headers)) == (
+        "https://ops:new@other/x",
+        {"Authorization": "b"},
+    )
+
+
 def test_masked_url_password_with_nothing_stored_is_refused(config: Config) -> None:
     job = definition({**HTTP, "url": "https://h/x"}, config)
     patch = JobPatch.model_validate({"url": f"https://ops:{MASK}@h/x"})

@@ -7,8 +7,16 @@ and `socmeth.server` starts it before serving and stops it after.
 from __future__ import annotations
 
 import logging
+from importlib.resources import files
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from socmeth import __version__, ui
@@ -24,6 +32,12 @@ DESCRIPTION = (
     '`{"error": {"status", "message", "fields": [{"field", "message"}]}}`.'
 )
 
+# Swagger UI as the fastapi-offline package ships it, served by the node itself:
+# /docs then works without internet and tells no CDN who reads it.
+DOCS_STATIC_DIR = Path(str(files("fastapi_offline").joinpath("static")))
+DOCS_STATIC_URL = "/docs/static"
+DOCS_ICON_URL = "/ui/static/icon.svg"
+
 
 def create_app(node: Node) -> FastAPI:
     """Build the HTTP API around `node`, which the caller starts and stops."""
@@ -31,6 +45,11 @@ def create_app(node: Node) -> FastAPI:
         title="socmeth",
         version=__version__,
         description=DESCRIPTION,
+        # FastAPI's own pages load their scripts from a CDN; install_docs serves
+        # Swagger UI with local ones. ReDoc stays off: its sidebar always loads a
+        # logo from cdn.redoc.ly, so no copy of it can be served without that.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.node = node
     install_error_handlers(app)
@@ -38,8 +57,41 @@ def create_app(node: Node) -> FastAPI:
     for module in (jobs, runs, schedules, cluster):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(system.router)
+    install_docs(app)
     ui.install(app)
     return app
+
+
+def install_docs(app: FastAPI) -> None:
+    """Serve the OpenAPI document's page, /docs (Swagger UI), with its script and
+    styles from this node: FastAPI's documented self-hosting."""
+    openapi_url = app.openapi_url or "/openapi.json"
+    redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+    app.mount(DOCS_STATIC_URL, StaticFiles(directory=DOCS_STATIC_DIR), name="docs")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = _root_path(request)
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + redirect_url,
+            swagger_js_url=f"{root}{DOCS_STATIC_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC_URL}/swagger-ui.css",
+            swagger_favicon_url=root + DOCS_ICON_URL,
+            # No validator badge, which has validator.swagger.io fetch the document
+            # (only the standalone layout shows it; this keeps it off in any).
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
+def _root_path(request: Request) -> str:
+    """Return the prefix a proxy mounts the app under, as FastAPI's own pages do."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 class BodyLimit:
@@ -97,12 +149,18 @@ class BodyLimit:
             scope.get("path"),
             extra={"event": "api.body_too_large"},
         )
-        response = error_response(
-            413,
+        message = (
             f"the request body is over {self._limit} bytes, the limit set by "
-            "server.max_request_bytes",
+            "server.max_request_bytes"
         )
-        await response(scope, receive, send)
+        request = Request(scope, receive)
+        if ui.wants_page(request):
+            page = ui.pages.error_page(
+                request, 413, f"The form is too large: {message}"
+            )
+            await page(scope, receive, send)
+            return
+        await error_response(413, message)(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -21,17 +21,11 @@ from fastapi import Depends, Path, Query
 from pydantic import AfterValidator, AwareDatetime
 
 from socmeth.errors import NotFoundError, ValidationError
+from socmeth.store.base import MAX_ID, fits_id
 
-MAX_ID = 2**63 - 1
 MAX_ATTEMPT_NUMBER = 2**31 - 1
 EARLIEST_AT = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_AT = datetime(9999, 1, 1, tzinfo=UTC)
-
-
-def _fits_id(digits: str) -> bool:
-    """Tell whether ASCII `digits` are an id a store can hold."""
-    # The length goes first: int() refuses a string of thousands of digits.
-    return len(digits) <= len(str(MAX_ID)) and int(digits) <= MAX_ID
 
 
 def _shown(text: str) -> str:
@@ -53,7 +47,7 @@ def checked_job_ref(
         return ref
     if not ref.isascii():
         raise NotFoundError(f"no job is named {ref!r}")
-    if not _fits_id(ref):
+    if not fits_id(ref):
         raise NotFoundError(f"no job has id {_shown(ref)}")
     return ref
 
@@ -69,7 +63,7 @@ def checked_job_filter(
         return job
     if not job.isascii():
         raise NotFoundError(f"no job is named {job!r}")
-    if not _fits_id(job):
+    if not fits_id(job):
         raise ValidationError.single(
             "job",
             f"{_shown(job)} is not a job id: ids are at most {MAX_ID}; "

@@ -13,7 +13,7 @@ from socmeth.api import NodeDep
 from socmeth.api.params import AttemptNumber, JobFilterRef, QueryInstant, RunId
 from socmeth.api.schemas import DEFAULT_PAGE, MAX_PAGE, RunOut, RunPage, run_out
 from socmeth.errors import ValidationError
-from socmeth.models import AttemptState, Run, RunState, Trigger
+from socmeth.models import Run, RunState, Trigger
 from socmeth.node import Node
 from socmeth.store.base import RunFilter
 
@@ -141,14 +141,7 @@ async def get_output(
     node: NodeDep, run_id: RunId, number: AttemptNumber
 ) -> PlainTextResponse:
     """Return the captured output tail of an attempt, live while it runs here."""
-    attempt, text = await node.store.get_output(run_id, number)
-    truncated = attempt.output_truncated
-    live = None
-    if attempt.state is AttemptState.RUNNING and node.workers is not None:
-        # This node's copy is fresher than the store's, which is saved once a second.
-        live = node.workers.live_output(attempt.id)
-    if live is not None:
-        text, truncated = live.text(), live.truncated
+    _, text, truncated = await node.output(run_id, number)
     return PlainTextResponse(
         text, headers={TRUNCATED_HEADER: "true" if truncated else "false"}
     )

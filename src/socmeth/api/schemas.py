@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 import pydantic
@@ -79,7 +80,7 @@ _SECRET_HEADER_WORDS = ("token", "secret", "key", "password", "auth")
 _SECRET_ENV_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "PASS", "AUTH", "CREDENTIAL")
 
 # Which job types take each type-specific field (SPEC "Jobs").
-_TYPE_FIELDS: dict[str, frozenset[JobType]] = {
+TYPE_FIELDS: dict[str, frozenset[JobType]] = {
     "command": frozenset({JobType.COMMAND}),
     "url": frozenset({JobType.HTTP, JobType.WEBHOOK}),
     "method": frozenset({JobType.HTTP}),
@@ -509,7 +510,7 @@ def _type_errors(job: JobIn, job_type: JobType) -> list[FieldError]:
     value = getattr(job, required)
     if value is None or not value.strip():
         errors.append(FieldError(required, f"is required for {job_type} jobs"))
-    for name, types in _TYPE_FIELDS.items():
+    for name, types in TYPE_FIELDS.items():
         if job_type not in types and _is_set(getattr(job, name)):
             takers = " and ".join(sorted(types))
             errors.append(
@@ -560,7 +561,7 @@ def apply_patch(
     merged = fields_of(definition)
     if "type" in given:
         new_type = JobType(given["type"] or JobType.COMMAND)
-        for name, types in _TYPE_FIELDS.items():
+        for name, types in TYPE_FIELDS.items():
             if new_type not in types:
                 merged[name] = None
     merged.update(_keep_masked(given, definition))
@@ -573,24 +574,57 @@ def apply_patch(
 
 
 def _keep_masked(given: dict[str, Any], stored: JobDefinition) -> dict[str, Any]:
-    """Replace masks in the patch by the stored secrets they stand for."""
+    """Replace masks in the patch by the stored secrets they stand for.
+
+    A credential sent with requests (the url's password, a secret header) is
+    not kept for a url that now points to another host: a mask left in place
+    would send it somewhere new unasked, so it must be given again.
+    """
     result = dict(given)
+    moved = isinstance(given.get("url"), str) and _origin(given["url"]) != _origin(
+        stored.url or ""
+    )
+    refused: list[FieldError] = []
     if result.get("secret") == MASK and stored.secret is not None:
         result["secret"] = stored.secret
     if isinstance(result.get("url"), str) and stored.url is not None:
-        result["url"] = _keep_url_password(result["url"], stored.url)
+        kept = _keep_url_password(result["url"], stored.url)
+        if kept != result["url"] and moved:
+            refused.append(FieldError("url", _MOVED_CREDENTIAL.format("password")))
+        result["url"] = kept
     if result.get("headers"):
         by_lower = {k.lower(): v for k, v in stored.headers.items()}
+        for name, value in result["headers"].items():
+            if value == MASK and name.lower() in by_lower and moved:
+                message = _MOVED_CREDENTIAL.format(f"{name} header")
+                refused.append(FieldError(f"headers.{name}", message))
         result["headers"] = {
             k: by_lower.get(k.lower(), v) if v == MASK else v
             for k, v in result["headers"].items()
         }
+    if refused:
+        raise ValidationError(refused)
     if result.get("env"):
         result["env"] = {
             k: stored.env.get(k, v) if v == MASK else v
             for k, v in result["env"].items()
         }
     return result
+
+
+_MOVED_CREDENTIAL = (
+    "the {} is masked, but the url now points to another host; give the value "
+    "again, so that a credential never goes somewhere new unasked"
+)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Return where a url sends its requests: scheme, host and port."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return ("", url, None)  # no valid origin: unlike any other
 
 
 def _keep_url_password(given: str, stored: str) -> str:
@@ -873,7 +907,7 @@ def graph_out(graph: DependencyGraph) -> DependencyGraphOut:
 
 
 class JobPage(BaseModel):
-    """Hold one page of jobs, ordered by name."""
+    """Hold one page of jobs, in the order the listing's `sort` asked for."""
 
     items: list[JobOut]
     next_cursor: str | None

@@ -61,3 +61,9 @@ def _suggest(name: str) -> list[str]:
 @cache
 def _known_names() -> frozenset[str]:
     return frozenset(available_timezones()) - _REFUSED
+
+
+@cache
+def zone_names() -> tuple[str, ...]:
+    """Return every accepted time zone name, sorted: what a form offers."""
+    return tuple(sorted(_known_names()))

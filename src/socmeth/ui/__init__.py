@@ -11,15 +11,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from socmeth.ui.pages import router
+from socmeth.ui import job_pages, pages, run_pages
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def install(app: FastAPI) -> None:
     """Add the dashboard's pages and static files to `app`."""
-    app.include_router(router)
+    for module in (pages, job_pages, run_pages):
+        app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+
+
+def wants_page(request: Request) -> bool:
+    """Tell whether an answer to `request` should be a dashboard page, not JSON:
+    a browser asking for HTML anywhere but under /api."""
+    accepted = request.headers.get("accept", "")
+    return "text/html" in accepted and not request.url.path.startswith("/api")

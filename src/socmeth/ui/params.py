@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from socmeth.errors import ValidationError
+from socmeth.errors import NotFoundError, ValidationError
+from socmeth.store.base import fits_id
 
 MAX_TEXT = 200
 
@@ -62,3 +63,11 @@ def text(query: Mapping[str, str], name: str, max_length: int = MAX_TEXT) -> str
     if not value.isprintable():
         raise ValidationError.single(name, "contains a control character; remove it")
     return value
+
+
+def run_id(raw: str) -> int:
+    """Return the run id a path names; NotFoundError when no store can hold it."""
+    if not (raw.isascii() and raw.isdigit() and fits_id(raw)) or int(raw) == 0:
+        shown = raw if len(raw) <= 30 else f"{raw[:20]}..."
+        raise NotFoundError(f"there is no run {shown!r}: run ids are whole numbers")
+    return int(raw)

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from socmeth.cluster import NodeState, node_states
 from socmeth.models import ACTIVE_RUN_STATES, FINAL_RUN_STATES, RunState
 from socmeth.node import Node
-from socmeth.store.base import FAILED_RUN_STATES, JobFilter, RunFilter
+from socmeth.store.base import FAILED_RUN_STATES, JobFilter, JobSort, RunFilter
 from socmeth.ui import chart, params
 
 Context = dict[str, Any]
@@ -104,31 +104,43 @@ async def load_nodes(node: Node, _query: Mapping[str, str]) -> Context:
     }
 
 
-def job_filter(query: Mapping[str, str]) -> tuple[JobFilter, int, str | None]:
-    """Read the jobs list's search, state, tag, page size and cursor."""
+def job_filter(
+    query: Mapping[str, str],
+) -> tuple[JobFilter, JobSort, int, str | None]:
+    """Read the jobs list's search, state, tag, sort, page size and cursor."""
     state = params.optional_choice(query, "state", JOB_STATES)
     job_filter = JobFilter(
         search=params.text(query, "search"),
         enabled=None if state is None else state == "enabled",
         tag=params.text(query, "tag", max_length=64),
     )
+    sort = params.choice(query, "sort", [s.value for s in JobSort], JobSort.NAME)
     limit = params.whole_number(query, "limit", 1, JOBS_MAX_PAGE, JOBS_DEFAULT_PAGE)
-    return job_filter, limit, params.text(query, "cursor", max_length=1000)
+    cursor = params.text(query, "cursor", max_length=1000)
+    return job_filter, JobSort(sort), limit, cursor
 
 
 async def load_jobs(node: Node, query: Mapping[str, str]) -> Context:
-    """Read one page of jobs by name, with each one's active runs."""
-    filtered, limit, cursor = job_filter(query)
-    page = await node.store.list_jobs(filtered, limit, cursor)
+    """Read one page of jobs in the order asked for, with each one's active runs."""
+    filtered, sort, limit, cursor = job_filter(query)
+    page = await node.store.list_jobs(filtered, limit, cursor, sort)
     filters = {
         "search": filtered.search or "",
         "state": query.get("state") or "",
         "tag": filtered.tag or "",
+        "sort": sort.value,
         "limit": limit,
     }
     active = await node.store.active_runs([job.id for job in page.items])
     return {
         "jobs": page.items,
+        "sorts": {
+            JobSort.NAME.value: "name, A to Z",
+            JobSort.NAME_DESC.value: "name, Z to A",
+            JobSort.NEXT_FIRE.value: "next fire, soonest first",
+            JobSort.UPDATED.value: "last update, newest first",
+            JobSort.CREATED.value: "creation, newest first",
+        },
         "active_by_job": {
             job_id: {s: sum(r.state is s for r in runs) for s in ACTIVE_ORDER}
             for job_id, runs in active.items()
@@ -146,6 +158,8 @@ def _jobs_href(filters: Mapping[str, object], cursor: str | None = None) -> str:
     kept = {name: value for name, value in filters.items() if value}
     if kept.get("limit") == JOBS_DEFAULT_PAGE:
         del kept["limit"]
+    if kept.get("sort") == JobSort.NAME:
+        del kept["sort"]
     if cursor is not None:
         kept["cursor"] = cursor
     return f"/jobs?{urlencode(kept)}" if kept else "/jobs"

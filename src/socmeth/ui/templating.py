@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -27,6 +28,52 @@ def utc_text(instant: datetime) -> str:
 def segment(value: object) -> str:
     """Quote a value as one URL path segment, '/' included."""
     return quote(str(value), safe="")
+
+
+# Words of the dashboard's paths under /jobs/ that a job may also be named: such a
+# job's pages are addressed by its id instead.
+RESERVED_NAMES = frozenset({"new"})
+
+
+def job_path(name: str, job_id: int | None = None) -> str:
+    """Return the path of a job's page: by name, or by id for a reserved name."""
+    if name in RESERVED_NAMES and job_id is not None:
+        return f"/jobs/{job_id}"
+    return f"/jobs/{segment(name)}"
+
+
+def input_id(name: str) -> str:
+    """Turn a form input's name (an API field path) into an id part: no dots."""
+    return name.replace(".", "-")
+
+
+def seconds(value: float) -> str:
+    """Write a number of seconds as given: 600 s, 2.5 s."""
+    number = float(value)
+    return f"{int(number) if number.is_integer() else number} s"
+
+
+# Terminal control sequences: CSI (colours, cursor moves), OSC (titles, links,
+# ended by BEL or ST), and the other two-character escapes.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?"
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def terminal_text(output: str) -> str:
+    """Show command output as a terminal would leave it, as plain text.
+
+    Escape sequences are dropped (their colours and cursor moves are not drawn),
+    a carriage return starts its line over (progress bars keep their last state),
+    and other control characters show as U+FFFD. The raw output stays available
+    from the API.
+    """
+    lines = []
+    for line in _ESCAPES.sub("", output).split("\n"):
+        line = line.removesuffix("\r").rsplit("\r", 1)[-1]
+        lines.append(_CONTROLS.sub("\ufffd", line))
+    return "\n".join(lines)
 
 
 def duration(span: timedelta | None) -> str:
@@ -81,5 +128,9 @@ def build_templates() -> Jinja2Templates:
         duration=duration,
         outcome=outcome,
         run_span=run_span,
+        input_id=input_id,
+        seconds=seconds,
+        terminal_text=terminal_text,
     )
+    env.globals["job_path"] = job_path
     return templates
