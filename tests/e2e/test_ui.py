@@ -213,7 +213,8 @@ def test_a_job_is_created_run_paused_edited_and_deleted_in_the_browser(
 
     # Run it: the run page follows its output live, without a reload.
     page.get_by_role("button", name="Run now").click()
-    page.wait_for_url(re.compile(rf"{base}/runs/\d+$"))
+    page.wait_for_url(re.compile(rf"{base}/runs/\d+\?done=started$"))
+    assert page.locator(".notice").inner_text() == "Run started."
     page.evaluate("window.stillThisPage = true")
     output = page.locator("#live-output pre.output")
     output.filter(has_text="tick 1").wait_for(timeout=LIVE_TIMEOUT_MS)

@@ -358,7 +358,10 @@ async def test_run_now_pause_and_resume_through_the_page(
 
     ran = await client.post("/jobs/manual/run")
     assert ran.status_code == 303
-    run_id = int(ran.headers["location"].removeprefix("/runs/"))
+    location = ran.headers["location"]
+    assert location.endswith("?done=started")
+    run_id = int(location.removeprefix("/runs/").removesuffix("?done=started"))
+    assert "Run started." in (await client.get(location)).text
     assert (await node.store.get_run(run_id)).job_name == "manual"
 
     paused = await client.post("/jobs/manual/pause")
@@ -524,7 +527,8 @@ async def test_a_running_runs_output_stays_live(
     assert ">live<" in section(page, "output")
 
     cancelled = await client.post(f"/runs/{run.id}/cancel")
-    assert cancelled.headers["location"] == f"/runs/{run.id}"
+    assert cancelled.headers["location"] == f"/runs/{run.id}?done=cancelled"
+    assert "Cancel requested" in (await client.get(cancelled.headers["location"])).text
     stored = await node.store.get_run(run.id)
     assert stored.state is RunState.RUNNING  # its worker stops it; asked to
     assert stored.reason == "cancelled by request"
@@ -719,3 +723,60 @@ async def test_a_form_over_the_body_limit_answers_a_page(
     assert response.status_code == 413
     assert "text/html" in response.headers["content-type"]
     assert "server.max_request_bytes" in response.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"sec-fetch-site": "cross-site"}, {"origin": "http://evil.example"}],
+)
+async def test_api_writes_from_another_site_are_refused_too(
+    client: httpx.AsyncClient, node: Node, headers: dict[str, str]
+) -> None:
+    await add_job(node, "target")
+    job = await node.jobs.resolve("target")
+    for path in (f"/api/jobs/{job.id}/run", f"/api/jobs/{job.id}/pause"):
+        response = await client.post(path, headers=headers)
+        assert response.status_code == 403, path
+        assert "from browsers on its own pages only" in response.text
+    deleted = await client.delete(f"/api/jobs/{job.id}", headers=headers)
+    assert deleted.status_code == 403
+    stored = await node.jobs.resolve("target")
+    assert stored.definition.enabled is True
+    assert (await node.store.active_runs([job.id]))[job.id] == []
+    # Reads stay open, and clients that are not browsers write as before.
+    assert (await client.get("/api/jobs", headers=headers)).status_code == 200
+    assert (await client.post(f"/api/jobs/{job.id}/pause")).status_code == 200
+
+
+async def test_a_browser_gets_a_page_for_a_path_that_does_not_exist(
+    client: httpx.AsyncClient,
+) -> None:
+    page = await client.get("/nowhere", headers={"accept": "text/html"})
+    assert page.status_code == 404
+    assert "text/html" in page.headers["content-type"]
+    api = await client.get("/api/nowhere", headers={"accept": "text/html"})
+    assert api.headers["content-type"].startswith("application/json")
+
+
+async def test_a_bad_zone_and_a_bad_cron_are_both_named(
+    client: httpx.AsyncClient,
+) -> None:
+    form = {
+        "name": "both",
+        "type": "command",
+        "command": "true",
+        "schedule": "61 * * * *",
+        "timezone": "Mars/Olympus",
+    }
+    page = (await client.post("/jobs/new", data=form)).text
+    assert errors_beside(page, "timezone")
+    assert errors_beside(page, "schedule")
+
+
+async def test_an_attempt_a_run_does_not_have_is_a_404(
+    client: httpx.AsyncClient, node: Node
+) -> None:
+    await add_job(node, "once")
+    run = await run_to(node, "once", RunState.SUCCEEDED)
+    assert (await client.get(f"/runs/{run.id}?attempt=2")).status_code == 404
+    assert (await client.get(f"/runs/{run.id}?attempt=1")).status_code == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from importlib.resources import files
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import (
@@ -54,6 +55,7 @@ def create_app(node: Node) -> FastAPI:
     app.state.node = node
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=node.config.server.max_request_bytes)
+    app.add_middleware(SameSiteWrites)
     for module in (jobs, runs, schedules, cluster):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(system.router)
@@ -92,6 +94,64 @@ def install_docs(app: FastAPI) -> None:
 def _root_path(request: Request) -> str:
     """Return the prefix a proxy mounts the app under, as FastAPI's own pages do."""
     return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+class SameSiteWrites:
+    """Refuse a write (any method but GET, HEAD, OPTIONS) that a browser says comes
+    from another site, with a 403 before any route sees it.
+
+    A page on any site can make a browser send a POST without a body or a form
+    (no preflight), which would run or pause a job, or create one through the
+    dashboard's forms. Browsers say where such a request comes from: by
+    `Sec-Fetch-Site`, else by `Origin`, which must then name this request's host.
+    Clients that send neither (curl, scripts) are not browsers, and no page can
+    make them send anything.
+    """
+
+    SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+    SAME_SITE = frozenset({"same-origin", "none"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in self.SAFE_METHODS:
+            await self._app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        why = self._cross_site(request)
+        if why is None:
+            await self._app(scope, receive, send)
+            return
+
+        log.warning(
+            "refused a %s of %s from another site: %s",
+            request.method,
+            request.url.path,
+            why,
+            extra={"event": "api.cross_site_refused"},
+        )
+        message = (
+            f"this request was refused because {why}: socmeth takes writes from "
+            "browsers on its own pages only"
+        )
+        if ui.wants_page(request):
+            await ui.pages.error_page(request, 403, message)(scope, receive, send)
+            return
+        await error_response(403, message)(scope, receive, send)
+
+    def _cross_site(self, request: Request) -> str | None:
+        """Say why the request comes from another site; None when it does not."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None:
+            return None if site in self.SAME_SITE else f"Sec-Fetch-Site says {site!r}"
+        origin = request.headers.get("origin")
+        if origin is None:
+            return None
+        host = request.headers.get("host", "")
+        if urlsplit(origin).netloc.lower() == host.lower() and host:
+            return None
+        return f"it comes from {origin!r}"
 
 
 class BodyLimit:

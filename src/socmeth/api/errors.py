@@ -17,9 +17,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from socmeth import ui
 from socmeth.api.schemas import ErrorBody, error_body, field_errors
 from socmeth.errors import (
     ConflictError,
@@ -121,9 +122,16 @@ async def _handle_request_validation(_: Request, exc: Exception) -> JSONResponse
     return error_response(422, _summary(fields), fields)
 
 
-async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+async def _handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
+    if status in (404, 405) and ui.wants_page(request):
+        message = (
+            "There is no such page"
+            if status == 404
+            else (f"{request.url.path} does not take {request.method}")
+        )
+        return ui.pages.error_page(request, status, message, back=("/", "Dashboard"))
     if status == 404:
         message = (
             f"{request.method} {request.url.path} matches no endpoint; "

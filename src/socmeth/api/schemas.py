@@ -495,13 +495,20 @@ def _definition(
 
 
 def _zone_and_schedule_errors(schedule: str | None, timezone: str) -> list[FieldError]:
+    """Check the time zone, and the schedule in it (in UTC when the zone is wrong,
+    so that both errors are told at once)."""
+    errors: list[FieldError] = []
     try:
         validate_timezone(timezone)
-        if schedule is not None:
-            parse_schedule(schedule, timezone)
     except ScheduleError as exc:
-        return list(exc.errors)
-    return []
+        errors += exc.errors
+        timezone = "UTC"
+    if schedule is not None:
+        try:
+            parse_schedule(schedule, timezone)
+        except ScheduleError as exc:
+            errors += exc.errors
+    return errors
 
 
 def _type_errors(job: JobIn, job_type: JobType) -> list[FieldError]:

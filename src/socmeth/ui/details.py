@@ -12,7 +12,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from socmeth.api.schemas import job_out
-from socmeth.errors import ScheduleError
+from socmeth.errors import NotFoundError, ScheduleError
 from socmeth.fires import schedule_of
 from socmeth.models import Job
 from socmeth.node import Node
@@ -114,7 +114,9 @@ async def load_output(node: Node, given: Mapping[str, str]) -> Context:
         }
     last = run.attempts[-1].number
     chosen = "attempt" in given and bool(given["attempt"])
-    number = params.whole_number(given, "attempt", 1, last, last)
+    number = params.whole_number(given, "attempt", 1, 2**31 - 1, last)
+    if number > last:
+        raise NotFoundError(f"run {run.id} has no attempt {number}; it has {last}")
     attempt, text, truncated = await node.output(run.id, number)
     # Following the last attempt goes on while the run may get another one.
     done = attempt.state.is_final and (chosen or not run.state.is_active)

@@ -193,7 +193,9 @@ def _field(name: str, text: str) -> Any:
     if name == "description":
         return text
     stripped = text.strip()
-    if name == "command" or name == "body":
+    if name == "body":
+        return text if text else None  # blank lines are a body too
+    if name == "command":
         return text if stripped else None
     if not stripped:
         return None

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from socmeth.api.schemas import (
+    TYPE_FIELDS,
     JobIn,
     JobPatch,
     apply_patch,
@@ -164,10 +165,12 @@ def _changed_meanwhile(job: Job, values: Mapping[str, str]) -> str:
     """Say that the job changed since its form was opened, and what it holds now
     where that differs from the form."""
     stored = job_values(job_out(job))
+    types = {job.definition.type.value, values.get("type", "")}
     differing = [
         f"{spec.label}: {_brief(stored.get(spec.name, '')) or '(empty)'}"
         for spec in INPUTS
         if stored.get(spec.name, "") != values.get(spec.name, "")
+        and _taken_by(spec.name, types)
     ]
     now = (
         f" Stored now, where it differs from this form: {'; '.join(differing)}."
@@ -178,6 +181,12 @@ def _changed_meanwhile(job: Job, values: Mapping[str, str]) -> str:
         "This job was changed by someone else after this form was opened."
         f"{now} Save again to replace the stored job with this form."
     )
+
+
+def _taken_by(name: str, types: set[str]) -> bool:
+    """Tell whether an input belongs to one of the job types."""
+    takers = TYPE_FIELDS.get(name)
+    return takers is None or any(t.value in types for t in takers)
 
 
 def _brief(text: str) -> str:
@@ -198,7 +207,7 @@ async def run_job(request: Request, ref: str) -> Response:
         run = await _node(request).jobs.run_now(job)
     except ConflictError as exc:
         return error_page(request, 409, str(exc), back=_back(job))
-    return _see(f"/runs/{run.id}")
+    return _see(f"/runs/{run.id}?done=started")
 
 
 @router.post("/jobs/{ref}/pause", response_class=HTMLResponse)

@@ -15,6 +15,10 @@ from socmeth.ui.pages import error_page, make_page, render
 from socmeth.ui.sections import Section
 
 router = APIRouter(include_in_schema=False)
+NOTICES = {
+    "started": "Run started.",
+    "cancelled": "Cancel requested: a running attempt is stopped within a second.",
+}
 
 RUN = make_page(
     "run",
@@ -27,7 +31,8 @@ RUN = make_page(
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(request: Request, run_id: str) -> Response:
     """Show a run: state, attempts, timings, reason and the chosen attempt's output."""
-    return await render(request, RUN, {"run_id": run_id})
+    notice = NOTICES.get(request.query_params.get("done", ""))
+    return await render(request, RUN, {"notice": notice})
 
 
 @router.post("/runs/{run_id}/cancel", response_class=HTMLResponse)
@@ -41,4 +46,4 @@ async def cancel_run(request: Request, run_id: str) -> Response:
         await node.jobs.cancel(params.run_id(run_id))
     except NotFoundError as exc:
         return error_page(request, 404, str(exc), back=("/", "Dashboard"))
-    return RedirectResponse(f"/runs/{run_id}", status_code=303)
+    return RedirectResponse(f"/runs/{run_id}?done=cancelled", status_code=303)

@@ -11,6 +11,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import StrictUndefined
 
 from socmeth.models import Attempt, Run
+from socmeth.ui.forms import env_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -54,9 +55,12 @@ def seconds(value: float) -> str:
 
 
 # Terminal control sequences: CSI (colours, cursor moves), OSC (titles, links,
-# ended by BEL or ST), and the other two-character escapes.
+# ended by BEL or ST), character set choices and the other two-character escapes.
 _ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?"
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC
+    r"|\x1b[()*+][0-~]"  # character set choices: tput sgr0 writes ESC ( B
+    r"|\x1b[@-Z\\-_]?"
 )
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -131,6 +135,7 @@ def build_templates() -> Jinja2Templates:
         input_id=input_id,
         seconds=seconds,
         terminal_text=terminal_text,
+        env_text=env_text,
     )
     env.globals["job_path"] = job_path
     return templates

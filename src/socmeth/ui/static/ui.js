@@ -15,6 +15,7 @@
   const PREVIEW_DELAY_MS = 250;
   const lastMarkup = new WeakMap();
   let timer = null;
+  let failingSince = null;
 
   const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
   const absolute = new Intl.DateTimeFormat(undefined, {
@@ -83,7 +84,7 @@
       const rel = document.createElement("span");
       rel.className = "rel";
       rel.textContent = fromNow(instant);
-      element.append(rel);
+      element.append(" ", rel);
     }
   }
 
@@ -113,16 +114,24 @@
   // and each output's scroll (its end while they follow it, else where it was).
   function swapKeeping(section, markup) {
     const key = focusKey(section);
-    const scrolls = [...section.querySelectorAll("pre.output")].map((pre) => ({
+    const outputs = [...section.querySelectorAll("pre.output")].map((pre) => ({
       atEnd: pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8,
       top: pre.scrollTop,
     }));
+    const graphs = [...section.querySelectorAll(".graph-canvas")].map((canvas) => ({
+      left: canvas.scrollLeft,
+      top: canvas.scrollTop,
+    }));
     section.innerHTML = markup;
     section.querySelectorAll("pre.output").forEach((pre, index) => {
-      const was = scrolls[index];
+      const was = outputs[index];
       pre.scrollTop = !was || was.atEnd ? pre.scrollHeight : was.top;
     });
-    centreGraphs(section);
+    section.querySelectorAll(".graph-canvas").forEach((canvas, index) => {
+      const was = graphs[index];
+      if (was) canvas.scrollTo(was.left, was.top);
+      else centreGraphs(canvas.parentElement);
+    });
     if (key) section.querySelector(key)?.focus({ preventScroll: true });
   }
 
@@ -134,7 +143,8 @@
   }
 
   function isFinal(section) {
-    return section.querySelector("[data-live-done]") !== null;
+    return section.dataset.liveGone === "true" ||
+      section.querySelector("[data-live-done]") !== null;
   }
 
   // Fetch one section's partial and swap it in when it changed.
@@ -144,6 +154,11 @@
       headers: { Accept: "text/html" },
       cache: "no-store",
     });
+    if (response.status === 404) {
+      // The job or run of this page was deleted or renamed: nothing more comes.
+      section.dataset.liveGone = "true";
+      return;
+    }
     if (!response.ok) throw new Error(`${response.status} from ${section.dataset.liveSrc}`);
     const markup = await response.text();
     if (lastMarkup.get(section) === markup) return;
@@ -157,9 +172,17 @@
     const failed = results.find((result) => result.status === "rejected");
     showTimes(document);
     const at = new Date().toLocaleTimeString();
-    if (failed) setStatus(`Live updates failing since ${at}: ${failed.reason.message}`, true);
-    else if (sections.every(isFinal)) setStatus("Final · nothing here changes any more", false);
-    else setStatus(`Live · updated ${at}`, false);
+    if (failed) failingSince ??= at;
+    else failingSince = null;
+    if (failed) {
+      setStatus(`Live updates failing since ${failingSince}: ${failed.reason.message}`, true);
+    } else if (sections.some((section) => section.dataset.liveGone === "true")) {
+      setStatus("What this page shows was deleted or renamed; reload to see more", true);
+    } else if (sections.every(isFinal)) {
+      setStatus("Final · nothing here changes any more", false);
+    } else {
+      setStatus(`Live · updated ${at}`, false);
+    }
     return sections.every(isFinal);
   }
 
@@ -259,7 +282,9 @@
   function centreGraphs(root) {
     for (const canvas of root.querySelectorAll(".graph-canvas")) {
       const current = canvas.querySelector(".graph-job.current rect");
-      if (!current || canvas.scrollWidth <= canvas.clientWidth) continue;
+      const overflows = canvas.scrollWidth > canvas.clientWidth ||
+        canvas.scrollHeight > canvas.clientHeight;
+      if (!current || !overflows) continue;
       const box = current.getBoundingClientRect();
       const frame = canvas.getBoundingClientRect();
       canvas.scrollLeft += box.left - frame.left - (frame.width - box.width) / 2;
