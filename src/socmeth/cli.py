@@ -1,4 +1,4 @@
-"""Offer the `socmeth` command line: serve, migrate.
+"""Offer the `socmeth` command line: serve, migrate, users.
 
 Usage errors print one line and exit 2; failures print their cause without a
 traceback unless `-v` is given.
@@ -6,19 +6,29 @@ traceback unless `-v` is given.
 
 from __future__ import annotations
 
+import asyncio
+import getpass
+import os
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from socmeth import __version__
+from socmeth.auth.models import Principal, PrincipalKind, Role, User
 from socmeth.config import Config, load_config
 from socmeth.errors import SocmethError
 from socmeth.logs import configure_logging
 
+if TYPE_CHECKING:
+    from socmeth.store.sql import SqlStore
+
 EXIT_USAGE = 2
+T = TypeVar("T")
 
 
 def _config_options(command: Any) -> Any:
@@ -97,6 +107,176 @@ def migrate(config_path: Path | None, data_dir: Path | None) -> None:
     config.server.data_dir.mkdir(parents=True, exist_ok=True)
     run_migrations(config.database_url)
     click.echo(f"store at {config.database_url} is up to date")
+
+
+@cli.group()
+def users() -> None:
+    """Add, list, change and remove the users who log in when auth.enabled is true.
+
+    Passwords are read from standard input (--password-stdin), never from the
+    command line, where other users of the machine could see them.
+    """
+
+
+_ROLE = click.option(
+    "--role",
+    type=click.Choice([role.value for role in Role]),
+    required=True,
+    help="admin (everything), operator (read, run, cancel, pause), viewer (read).",
+)
+_PASSWORD_STDIN = click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from standard input: one line, its newline dropped.",
+)
+
+
+@users.command("add")
+@_config_options
+@click.argument("name")
+@_ROLE
+@_PASSWORD_STDIN
+def users_add(
+    config_path: Path | None,
+    data_dir: Path | None,
+    name: str,
+    role: str,
+    password_stdin: bool,
+) -> None:
+    """Add user NAME with a role and a password (at least 12 characters)."""
+    from socmeth.auth.names import check_name
+    from socmeth.auth.passwords import Passwords, check_password
+    from socmeth.auth.users import add_user
+
+    config = _load(config_path, {"server.data_dir": data_dir})
+    check_name(name)
+    password = check_password(_read_password(password_stdin))
+    user = _with_store(
+        config,
+        lambda store: add_user(
+            store, Passwords(), name, Role(role), password, _actor(), _now()
+        ),
+    )
+    click.echo(f"added user {user.name} with role {user.role}")
+
+
+@users.command("list")
+@_config_options
+def users_list(config_path: Path | None, data_dir: Path | None) -> None:
+    """List the users: name, role and when each was added."""
+    config = _load(config_path, {"server.data_dir": data_dir})
+    found = _with_store(config, lambda store: store.list_users())
+    if not found:
+        click.echo(
+            "no users yet; add one with: socmeth users add NAME --role admin "
+            "--password-stdin"
+        )
+        return
+    for line in _user_table(found):
+        click.echo(line)
+
+
+@users.command("remove")
+@_config_options
+@click.argument("name")
+def users_remove(config_path: Path | None, data_dir: Path | None, name: str) -> None:
+    """Remove user NAME; the last admin cannot be removed."""
+    from socmeth.auth.users import remove_user
+
+    config = _load(config_path, {"server.data_dir": data_dir})
+    _with_store(config, lambda store: remove_user(store, name, _actor(), _now()))
+    click.echo(f"removed user {name}")
+
+
+@users.command("passwd")
+@_config_options
+@click.argument("name")
+@_PASSWORD_STDIN
+def users_passwd(
+    config_path: Path | None, data_dir: Path | None, name: str, password_stdin: bool
+) -> None:
+    """Set the password of user NAME; its sessions must log in again."""
+    from socmeth.auth.passwords import Passwords, check_password
+    from socmeth.auth.users import change_password
+
+    config = _load(config_path, {"server.data_dir": data_dir})
+    password = check_password(_read_password(password_stdin))
+    _with_store(
+        config,
+        lambda store: change_password(
+            store, Passwords(), name, password, _actor(), _now()
+        ),
+    )
+    click.echo(f"changed the password of {name}")
+
+
+def _read_password(from_stdin: bool) -> str:
+    """Return the password on standard input; prompt for it on a terminal."""
+    from socmeth.auth.passwords import MAX_PASSWORD_LENGTH
+
+    if not from_stdin:
+        raise click.UsageError(
+            "give --password-stdin and the password on standard input, e.g. "
+            "printf '%s\\n' \"$PASSWORD\" | socmeth users ... --password-stdin; a "
+            "password is never taken as an argument"
+        )
+    if sys.stdin.isatty():
+        prompted: str = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True
+        )
+        return prompted
+    # Two characters past the longest password leave room for a CRLF; any more
+    # and the length check refuses it.
+    text = sys.stdin.read(MAX_PASSWORD_LENGTH + 3)
+    password = text.removesuffix("\n").removesuffix("\r")
+    if "\n" in password:
+        raise click.UsageError(
+            "standard input holds more than one line: give the password alone, on "
+            "one line"
+        )
+    return password
+
+
+def _with_store(config: Config, work: Callable[[SqlStore], Awaitable[T]]) -> T:
+    """Open the store (migrating it first, as `migrate` does), do `work`, close."""
+    from socmeth.store.sql import open_store
+
+    async def run() -> T:
+        config.server.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await open_store(config.database_url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _actor() -> Principal:
+    """Name who runs the command line for the audit records: `cli:<os user>`."""
+    try:
+        who = getpass.getuser()
+    except (OSError, KeyError):
+        who = f"uid {os.getuid()}"
+    return Principal(PrincipalKind.COMMAND_LINE, who, Role.ADMIN)
+
+
+def _now() -> datetime:
+    from socmeth.clock import SystemClock
+
+    return SystemClock().now()
+
+
+def _user_table(found: list[User]) -> list[str]:
+    rows = [("NAME", "ROLE", "CREATED")] + [
+        (user.name, user.role.value, user.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
+        for user in found
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    return [
+        f"{name:<{widths[0]}}  {role:<{widths[1]}}  {created}"
+        for name, role, created in rows
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

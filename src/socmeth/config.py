@@ -21,11 +21,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     Strict,
     field_validator,
     model_validator,
 )
 
+from socmeth.auth.access_tokens import MIN_SECRET_BYTES
 from socmeth.errors import ConfigError, ScheduleError
 from socmeth.schedule import validate_timezone
 
@@ -43,6 +45,8 @@ HOST_NAME = re.compile(
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
 ENV_ALIASES = {"POSTGRES_URL": ("database", "url"), "REDIS_URL": ("redis", "url")}
+# Keys whose values no message may show.
+SECRET_KEYS = frozenset({"auth.jwt_secret"})
 
 
 class _Section(BaseModel):
@@ -186,8 +190,29 @@ def _is_host(host: str) -> bool:
 
 
 class AuthConfig(_Section):
+    """Authentication (socmeth.auth; docs/auth.md). Durations are in seconds."""
+
     enabled: Switch = False
     provider: Literal["jwt-basic"] = "jwt-basic"
+    # None: generated and kept in the data dir (one node); cluster mode needs it set.
+    jwt_secret: SecretStr | None = None
+    token_ttl: Int = Field(3600, ge=60, le=86_400)
+    login_failures_per_user: Int = Field(5, ge=1, le=1000)
+    login_failures_per_address: Int = Field(20, ge=1, le=10_000)
+    login_window: Int = Field(300, ge=1, le=86_400)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
+            return None
+        size = len(secret.get_secret_value().encode())
+        if size < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"has {size} bytes; HS256 needs at least {MIN_SECRET_BYTES}: make one "
+                "with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        return secret
 
 
 class LoggingConfig(_Section):
@@ -318,7 +343,9 @@ def _validate(merged: dict[str, dict[str, Any]]) -> Config:
         key = ".".join(str(part) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         shown = f" (got {first.get('input')!r})"
-        if first["type"] == "extra_forbidden":
+        if key in SECRET_KEYS:  # a refused secret is still a secret
+            shown = ""
+        elif first["type"] == "extra_forbidden":
             message, shown = "is not a known key", ""
         elif len(first["loc"]) < 2:  # a rule across keys: the message names them
             shown = ""

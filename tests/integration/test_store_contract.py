@@ -22,6 +22,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Select, Table, event, func, select, text, update
 
+from socmeth.auth.memory import MemoryAuthStore
+from socmeth.auth.models import AuditAction, Role
 from socmeth.dependencies import Link, Plan, Snapshot, plan_dependencies
 from socmeth.errors import (
     ConfigError,
@@ -50,11 +52,16 @@ from socmeth.store.base import (
     FAILED_RUN_STATES,
     AttemptFinish,
     AttemptOutcome,
+    AuditFilter,
+    AuthStore,
     Fence,
     FireAdvance,
     JobFilter,
     JobSort,
+    NewApiToken,
+    NewAuditRecord,
     NewRun,
+    NewUser,
     NodeBeat,
     Page,
     QueuedAttempt,
@@ -73,6 +80,7 @@ from socmeth.store.schema import (
 from socmeth.store.sql import (
     SqlStore,
     async_url,
+    audit_page_statement,
     create_store_engine,
     due_jobs_statement,
     due_retries_statement,
@@ -83,6 +91,7 @@ from socmeth.store.sql import (
     prunable_runs_statement,
     runs_page_statement,
 )
+from tests.integration.conftest import BACKENDS
 
 T = TypeVar("T")
 
@@ -2153,3 +2162,367 @@ async def test_the_ended_buckets_query_is_a_range_scan_of_the_finish_index(
         in plan
     )
     assert re.search(r"\bSCAN runs\b", plan) is None, plan
+
+
+# Users, API tokens and audit records (AuthStore). These run on the SQL backends
+# and on the in-process MemoryAuthStore that unit tests use, so that the fake keeps
+# the contract too.
+
+
+@pytest.fixture(params=["memory", *sorted(BACKENDS)])
+async def auth_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[AuthStore]:
+    """Yield an empty AuthStore of every kind; a SQL one must give back every
+    connection."""
+    if request.param == "memory":
+        yield MemoryAuthStore()
+        return
+    async with BACKENDS[request.param](tmp_path) as url:
+        opened = await open_store(url)
+        try:
+            yield opened
+        finally:
+            checked_out = opened.engine.pool.checkedout()  # type: ignore[attr-defined]
+            await opened.close()
+        assert checked_out == 0, f"{checked_out} connections were never given back"
+
+
+def new_user(name: str = "alice", role: Role = Role.ADMIN) -> NewUser:
+    return NewUser(name, role, f"$argon2id$v=19$m=8,t=1,p=1$salt${name}")
+
+
+def new_token(name: str = "ci-deploy", role: Role = Role.OPERATOR) -> NewApiToken:
+    return NewApiToken(name, role, f"{name:0>64}"[-64:], "alice")
+
+
+async def test_a_user_is_stored_and_read_back_by_name(auth_store: AuthStore) -> None:
+    created = await auth_store.create_user(new_user("alice", Role.OPERATOR), NOW)
+
+    read = await auth_store.get_user("alice")
+
+    assert read == created
+    assert (read.name, read.role) == ("alice", Role.OPERATOR)
+    assert read.password_hash == new_user("alice").password_hash
+    assert read.created_at == read.updated_at == NOW
+    assert read.created_at.tzinfo is UTC
+
+
+async def test_users_are_listed_by_name(auth_store: AuthStore) -> None:
+    for name in ("carol", "alice", "bob"):
+        await auth_store.create_user(new_user(name), NOW)
+
+    listed = await auth_store.list_users()
+
+    assert [user.name for user in listed] == ["alice", "bob", "carol"]
+    assert len({user.id for user in listed}) == 3
+
+
+async def test_a_taken_user_name_is_a_conflict_naming_the_field(
+    auth_store: AuthStore,
+) -> None:
+    await auth_store.create_user(new_user("alice", Role.ADMIN), NOW)
+
+    with pytest.raises(ConflictError, match="alice") as raised:
+        await auth_store.create_user(new_user("alice", Role.VIEWER), NOW + MINUTE)
+
+    assert raised.value.field == "name"
+    (kept,) = await auth_store.list_users()
+    assert (kept.role, kept.created_at) == (Role.ADMIN, NOW)
+
+
+async def test_an_unknown_user_is_not_found_naming_it(auth_store: AuthStore) -> None:
+    with pytest.raises(NotFoundError, match="'nobody'"):
+        await auth_store.get_user("nobody")
+    with pytest.raises(NotFoundError, match="'nobody'"):
+        await auth_store.update_user("nobody", NOW, role=Role.VIEWER)
+    with pytest.raises(NotFoundError, match="'nobody'"):
+        await auth_store.delete_user("nobody")
+
+
+async def test_updating_a_user_changes_what_is_given_and_moves_updated_at(
+    auth_store: AuthStore,
+) -> None:
+    await auth_store.create_user(new_user("admin"), NOW)
+    await auth_store.create_user(new_user("bob", Role.VIEWER), NOW)
+
+    by_role = await auth_store.update_user("bob", NOW + MINUTE, role=Role.OPERATOR)
+    by_hash = await auth_store.update_user("bob", NOW + 2 * MINUTE, password_hash="h2")
+    touched = await auth_store.update_user("bob", NOW + 3 * MINUTE)
+
+    assert (by_role.role, by_role.password_hash) == (
+        Role.OPERATOR,
+        new_user("bob").password_hash,
+    )
+    assert (by_hash.role, by_hash.password_hash) == (Role.OPERATOR, "h2")
+    assert touched.updated_at == NOW + 3 * MINUTE
+    assert touched.created_at == NOW
+    assert await auth_store.get_user("bob") == touched
+
+
+async def test_a_deleted_user_is_gone(auth_store: AuthStore) -> None:
+    await auth_store.create_user(new_user("admin"), NOW)
+    await auth_store.create_user(new_user("bob", Role.VIEWER), NOW)
+
+    await auth_store.delete_user("bob")
+
+    assert [user.name for user in await auth_store.list_users()] == ["admin"]
+    with pytest.raises(NotFoundError):
+        await auth_store.get_user("bob")
+
+
+async def test_the_last_admin_can_be_neither_removed_nor_demoted(
+    auth_store: AuthStore,
+) -> None:
+    await auth_store.create_user(new_user("root", Role.ADMIN), NOW)
+    await auth_store.create_user(new_user("bob", Role.VIEWER), NOW)
+
+    with pytest.raises(ConflictError, match="only admin") as removed:
+        await auth_store.delete_user("root")
+    with pytest.raises(ConflictError, match="only admin") as demoted:
+        await auth_store.update_user("root", NOW + MINUTE, role=Role.OPERATOR)
+
+    assert removed.value.field == demoted.value.field == "role"
+    root = await auth_store.get_user("root")
+    assert (root.role, root.updated_at) == (Role.ADMIN, NOW)
+    await auth_store.update_user("root", NOW + MINUTE, role=Role.ADMIN)  # stays admin
+
+
+async def test_an_admin_may_go_while_another_remains(auth_store: AuthStore) -> None:
+    await auth_store.create_user(new_user("root", Role.ADMIN), NOW)
+    await auth_store.create_user(new_user("second", Role.ADMIN), NOW)
+
+    await auth_store.update_user("second", NOW + MINUTE, role=Role.VIEWER)
+    await auth_store.update_user("second", NOW + MINUTE, role=Role.ADMIN)
+    await auth_store.delete_user("second")
+
+    assert [user.name for user in await auth_store.list_users()] == ["root"]
+
+
+async def test_concurrent_removals_of_the_last_two_admins_leave_one(
+    auth_store: AuthStore,
+) -> None:
+    await auth_store.create_user(new_user("one", Role.ADMIN), NOW)
+    await auth_store.create_user(new_user("two", Role.ADMIN), NOW)
+
+    results = await asyncio.gather(
+        auth_store.delete_user("one"),
+        auth_store.delete_user("two"),
+        return_exceptions=True,
+    )
+
+    refused = [r for r in results if isinstance(r, ConflictError)]
+    assert len(refused) == 1, results
+    (left,) = await auth_store.list_users()
+    assert left.role is Role.ADMIN
+
+
+async def test_hashes_stay_out_of_the_repr_of_users_and_tokens(
+    auth_store: AuthStore,
+) -> None:
+    user = await auth_store.create_user(new_user("alice"), NOW)
+    token = await auth_store.create_api_token(new_token(), NOW)
+
+    assert user.password_hash not in repr(user)
+    assert token.token_hash not in repr(token)
+    assert "salt" not in repr(new_user("alice"))
+
+
+async def test_an_api_token_is_stored_and_found_by_its_hash(
+    auth_store: AuthStore,
+) -> None:
+    wanted = NewApiToken("ci", Role.VIEWER, "a" * 64, "alice", NOW + MINUTE)
+    created = await auth_store.create_api_token(wanted, NOW)
+
+    found = await auth_store.find_api_token("a" * 64)
+
+    assert found == created == await auth_store.get_api_token(created.id)
+    assert (created.name, created.role, created.created_by) == (
+        "ci",
+        Role.VIEWER,
+        "alice",
+    )
+    assert (created.created_at, created.expires_at) == (NOW, NOW + MINUTE)
+    assert created.last_used_at is None
+    assert created.revoked_at is None
+    assert await auth_store.find_api_token("b" * 64) is None
+
+
+async def test_an_unknown_api_token_id_is_not_found(auth_store: AuthStore) -> None:
+    with pytest.raises(NotFoundError, match="12345"):
+        await auth_store.get_api_token(12345)
+    with pytest.raises(NotFoundError, match="12345"):
+        await auth_store.revoke_api_token(12345, NOW)
+
+
+async def test_api_tokens_are_listed_by_name_with_or_without_revoked_ones(
+    auth_store: AuthStore,
+) -> None:
+    for name in ("zeta", "alpha", "mid"):
+        await auth_store.create_api_token(new_token(name), NOW)
+    mid = next(t for t in await auth_store.list_api_tokens() if t.name == "mid")
+    await auth_store.revoke_api_token(mid.id, NOW + MINUTE)
+
+    every = await auth_store.list_api_tokens()
+    usable = await auth_store.list_api_tokens(include_revoked=False)
+
+    assert [t.name for t in every] == ["alpha", "mid", "zeta"]
+    assert [t.name for t in usable] == ["alpha", "zeta"]
+
+
+async def test_a_token_name_is_never_reused_even_after_revoking(
+    auth_store: AuthStore,
+) -> None:
+    first = await auth_store.create_api_token(new_token("ci"), NOW)
+    await auth_store.revoke_api_token(first.id, NOW)
+
+    with pytest.raises(ConflictError, match="'ci'") as raised:
+        await auth_store.create_api_token(
+            NewApiToken("ci", Role.ADMIN, "c" * 64, "alice"), NOW
+        )
+
+    assert raised.value.field == "name"
+    assert len(await auth_store.list_api_tokens()) == 1
+
+
+async def test_last_use_is_written_at_most_once_per_interval(
+    auth_store: AuthStore,
+) -> None:
+    token = await auth_store.create_api_token(new_token(), NOW)
+
+    first = await auth_store.touch_api_token(token.id, NOW, MINUTE)
+    soon = await auth_store.touch_api_token(token.id, NOW + MINUTE / 2, MINUTE)
+    after = await auth_store.touch_api_token(token.id, NOW + MINUTE, MINUTE)
+
+    assert (first, soon, after) == (True, False, True)
+    stored = await auth_store.get_api_token(token.id)
+    assert stored.last_used_at == NOW + MINUTE
+
+
+async def test_revoking_a_token_sets_revoked_at_once(auth_store: AuthStore) -> None:
+    token = await auth_store.create_api_token(new_token(), NOW)
+
+    revoked = await auth_store.revoke_api_token(token.id, NOW + MINUTE)
+    again = await auth_store.revoke_api_token(token.id, NOW + 2 * MINUTE)
+
+    assert revoked.revoked_at == again.revoked_at == NOW + MINUTE
+    assert not revoked.usable_at(NOW + MINUTE)
+    found = await auth_store.find_api_token(token.token_hash)
+    assert found is not None
+    assert found.revoked_at == NOW + MINUTE
+
+
+def audit(
+    action: AuditAction = AuditAction.JOB_CREATED,
+    actor: str = "alice",
+    target: str | None = "backup",
+    at: datetime = NOW,
+) -> NewAuditRecord:
+    return NewAuditRecord(at, actor, action, target, {"fields": ["schedule"]})
+
+
+async def test_an_audit_record_is_appended_and_read_back(
+    auth_store: AuthStore,
+) -> None:
+    appended = await auth_store.append_audit(audit())
+
+    page = await auth_store.list_audit(AuditFilter(), 10, None)
+
+    assert page.items == [appended]
+    assert page.next_cursor is None
+    assert (appended.at, appended.actor, appended.action, appended.target) == (
+        NOW,
+        "alice",
+        "job.created",
+        "backup",
+    )
+    assert appended.detail == {"fields": ["schedule"]}
+
+
+async def test_audit_records_list_newest_first_in_pages(auth_store: AuthStore) -> None:
+    appended = [
+        await auth_store.append_audit(audit(at=NOW + index * MINUTE))
+        for index in range(5)
+    ]
+
+    seen: list[int] = []
+    cursor: str | None = None
+    while True:
+        page = await auth_store.list_audit(AuditFilter(), 2, cursor)
+        seen += [record.id for record in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+    assert seen == [record.id for record in reversed(appended)]
+    assert len(set(seen)) == 5
+
+
+@pytest.mark.parametrize(
+    ("audit_filter", "expected"),
+    [
+        (AuditFilter(action="job.deleted"), [("bob", "job.deleted", "backup")]),
+        (AuditFilter(actor="token:ci"), [("token:ci", "job.run", "report")]),
+        (
+            AuditFilter(target="backup"),
+            [("bob", "job.deleted", "backup"), ("alice", "job.created", "backup")],
+        ),
+        (AuditFilter(actor="alice", target="report"), []),
+        (AuditFilter(action="job.nope"), []),
+    ],
+    ids=["by-action", "by-actor", "by-target", "combined", "unknown-action"],
+)
+async def test_audit_records_filter_by_action_actor_and_target(
+    auth_store: AuthStore,
+    audit_filter: AuditFilter,
+    expected: list[tuple[str, str, str]],
+) -> None:
+    await auth_store.append_audit(audit(AuditAction.JOB_CREATED, "alice", "backup"))
+    await auth_store.append_audit(audit(AuditAction.JOB_RUN, "token:ci", "report"))
+    await auth_store.append_audit(audit(AuditAction.JOB_DELETED, "bob", "backup"))
+
+    page = await auth_store.list_audit(audit_filter, 10, None)
+
+    assert [(r.actor, r.action, r.target) for r in page.items] == expected
+
+
+async def test_a_filtered_audit_listing_pages_within_the_filter(
+    auth_store: AuthStore,
+) -> None:
+    for index in range(6):
+        actor = "alice" if index % 2 else "bob"
+        await auth_store.append_audit(audit(actor=actor, at=NOW + index * MINUTE))
+
+    first = await auth_store.list_audit(AuditFilter(actor="alice"), 2, None)
+    second = await auth_store.list_audit(
+        AuditFilter(actor="alice"), 2, first.next_cursor
+    )
+
+    assert [r.at for r in first.items] == [NOW + 5 * MINUTE, NOW + 3 * MINUTE]
+    assert [r.at for r in second.items] == [NOW + MINUTE]
+    assert second.next_cursor is None
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["garbage", base64.urlsafe_b64encode(b"run:5").decode(), "YXVkaXQ6eA"],
+    ids=["garbage", "a-run-cursor", "not-an-id"],
+)
+async def test_a_foreign_audit_cursor_is_refused_naming_the_field(
+    auth_store: AuthStore, cursor: str
+) -> None:
+    with pytest.raises(InputError) as raised:
+        await auth_store.list_audit(AuditFilter(), 10, cursor)
+
+    assert raised.value.errors[0].field == "cursor"
+
+
+async def test_a_filtered_audit_page_reads_the_filter_index(
+    sqlite_store: SqlStore,
+) -> None:
+    statement = audit_page_statement(AuditFilter(actor="alice"), 100, 51)
+
+    plan = await query_plan(sqlite_store, statement)
+
+    assert "USING INDEX ix_audit_records_actor_id" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

@@ -21,17 +21,21 @@ run or attempt, `ConflictError` for a clash with stored state and `StoreError` w
 the store itself fails. The leader's writes (`record_fires`, `resolve_dependencies`,
 `start_retry`, `prune_runs`, and `cancel_run` for a fire's replace) take a `Fence`
 and raise `FencedError`, writing nothing, once another node took the lease.
+
+`AuthStore`, which `Store` extends, keeps users, API tokens and audit records
+(socmeth.auth); its invariants are in its own docstring.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from socmeth.auth.models import ApiToken, AuditAction, AuditRecord, Role, User
 from socmeth.dependencies import Plan, Snapshot
 from socmeth.models import (
     Attempt,
@@ -352,7 +356,166 @@ class EndedBucket:
     failed: int
 
 
-class Store(ABC):
+@dataclass(frozen=True)
+class NewUser:
+    """Describe a user to create; `password_hash` is an argon2id hash, never the
+    password (socmeth.auth.passwords)."""
+
+    name: str
+    role: Role
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NewApiToken:
+    """Describe an API token to create: the SHA-256 hex digest of the token, never
+    the token itself (socmeth.auth.api_tokens)."""
+
+    name: str
+    role: Role
+    token_hash: str = field(repr=False)
+    created_by: str
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewAuditRecord:
+    """Describe an audit record to append. `detail` is small, JSON-serializable and
+    holds no secret (socmeth.auth.audit checks both)."""
+
+    at: datetime
+    actor: str
+    action: AuditAction
+    target: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Narrow an audit listing; every field left None matches everything."""
+
+    action: str | None = None
+    actor: str | None = None
+    target: str | None = None
+
+
+class AuthStore(ABC):
+    """Keep users, API tokens and audit records (socmeth.auth).
+
+    Invariants:
+
+    - User names are unique, and so are token names (among all tokens, revoked ones
+      too, so that an audit record's `token:NAME` names one token for ever). A taken
+      name is a ConflictError with field `name`, and the write changes nothing.
+    - There is always an admin once there was one: deleting the last admin, or
+      changing the last admin's role, is a ConflictError (field `role`), checked in
+      the transaction that writes, with the admins locked, so that two concurrent
+      removals cannot both pass.
+    - A token is looked up by the SHA-256 of its text; the store never sees the text.
+    - Audit records are only ever appended; ids grow with every record, so that
+      newest first is by id.
+
+    Names are taken as given: callers check them (socmeth.auth.names).
+    """
+
+    # Users
+
+    @abstractmethod
+    async def create_user(self, user: NewUser, now: datetime) -> User:
+        """Store a new user, created and updated at `now`.
+
+        ConflictError (field `name`) when the name is taken.
+        """
+
+    @abstractmethod
+    async def get_user(self, name: str) -> User:
+        """Return the user of that name; NotFoundError when there is none."""
+
+    @abstractmethod
+    async def list_users(self) -> list[User]:
+        """Return every user, by name. Users are few; there is no paging."""
+
+    @abstractmethod
+    async def update_user(
+        self,
+        name: str,
+        now: datetime,
+        *,
+        role: Role | None = None,
+        password_hash: str | None = None,
+    ) -> User:
+        """Change a user's role, password hash, or both, and set `updated_at` to `now`.
+
+        Arguments left None keep their value; `updated_at` moves even when nothing
+        else changed. NotFoundError for an unknown name; ConflictError (field
+        `role`) when it would leave no admin.
+        """
+
+    @abstractmethod
+    async def delete_user(self, name: str) -> None:
+        """Delete a user; NotFoundError for an unknown name, ConflictError (field
+        `role`) for the last admin. The tokens it created stay."""
+
+    # API tokens
+
+    @abstractmethod
+    async def create_api_token(self, token: NewApiToken, now: datetime) -> ApiToken:
+        """Store a new API token, created at `now`, never used, not revoked.
+
+        ConflictError (field `name`) when the name is taken.
+        """
+
+    @abstractmethod
+    async def get_api_token(self, token_id: int) -> ApiToken:
+        """Return one API token by id; NotFoundError when there is none."""
+
+    @abstractmethod
+    async def find_api_token(self, token_hash: str) -> ApiToken | None:
+        """Return the API token whose hash this is, revoked or not; None if none.
+
+        An index lookup by the hash.
+        """
+
+    @abstractmethod
+    async def list_api_tokens(self, *, include_revoked: bool = True) -> list[ApiToken]:
+        """Return API tokens, by name; with `include_revoked` false, only those not
+        revoked (expired ones are listed either way)."""
+
+    @abstractmethod
+    async def touch_api_token(
+        self, token_id: int, now: datetime, min_interval: timedelta
+    ) -> bool:
+        """Set a token's `last_used_at` to `now`, unless it was set less than
+        `min_interval` before `now`; return whether it was written.
+
+        The condition is in the update, so nodes using one token at once write it
+        at most once per interval.
+        """
+
+    @abstractmethod
+    async def revoke_api_token(self, token_id: int, now: datetime) -> ApiToken:
+        """Revoke a token at `now` and return it; a token already revoked is
+        returned unchanged. NotFoundError when there is none."""
+
+    # Audit
+
+    @abstractmethod
+    async def append_audit(self, record: NewAuditRecord) -> AuditRecord:
+        """Append an audit record and return it with its id."""
+
+    @abstractmethod
+    async def list_audit(
+        self, audit_filter: AuditFilter, limit: int, cursor: str | None
+    ) -> Page[AuditRecord]:
+        """Return audit records newest first (by id), `limit` at a time.
+
+        The filter's fields match exactly. Pages are keyset pages on the id;
+        ValidationError (field `cursor`) for a cursor this store did not make for
+        an audit listing.
+        """
+
+
+class Store(AuthStore):
     """Keep jobs, runs and attempts; see the module docstring for the invariants."""
 
     # Lifecycle

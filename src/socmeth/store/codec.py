@@ -6,7 +6,8 @@ a field added to the model is carried without a change here. The document carrie
 version: a reader meeting a newer one refuses, since it cannot know what the new
 fields mean. Page cursors are opaque to clients: urlsafe base64 of the listing's
 kind and the last key of the page; for jobs, the key is a JSON array of the sort,
-the last job's sorted value and its id.
+the last job's sorted value and its id. Audit records keep their detail as a JSON
+object.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from sqlalchemy.engine import Row
 
+from socmeth.auth.models import ApiToken, AuditRecord, Role, User
 from socmeth.errors import StoreError, ValidationError
 from socmeth.models import (
     Attempt,
@@ -72,6 +74,16 @@ def decode_cursor(cursor: str, kind: str) -> str:
             "cursor", f"{cursor!r} is not a cursor of a {kind} listing"
         )
     return key
+
+
+def decode_id_cursor(cursor: str, kind: str) -> int:
+    """Return the id inside a cursor of a listing by id, such as `audit`."""
+    key = decode_cursor(cursor, kind)
+    if not _is_row_id(key):
+        raise ValidationError.single(
+            "cursor", f"{cursor!r} is not a cursor of a {kind} listing"
+        )
+    return int(key)
 
 
 def _is_row_id(key: str) -> bool:
@@ -254,6 +266,59 @@ def first_attempt_values(run_id: int, now: datetime) -> dict[str, Any]:
         "state": AttemptState.QUEUED.value,
         "queued_at": now,
     }
+
+
+def user_from_row(row: AnyRow) -> User:
+    """Return the user a `users` row holds."""
+    return User(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        password_hash=row.password_hash,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def api_token_from_row(row: AnyRow) -> ApiToken:
+    """Return the API token an `api_tokens` row holds."""
+    return ApiToken(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        token_hash=row.token_hash,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def audit_from_row(row: AnyRow) -> AuditRecord:
+    """Return the audit record an `audit_records` row holds."""
+    return AuditRecord(
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        detail=decode_audit_detail(row.detail),
+    )
+
+
+def encode_audit_detail(detail: Mapping[str, Any]) -> str:
+    """Return the JSON text of an audit record's detail."""
+    return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"))
+
+
+def decode_audit_detail(text: str) -> dict[str, Any]:
+    """Return the detail `encode_audit_detail` wrote; {} for anything but an object."""
+    try:
+        detail = json.loads(text)
+    except ValueError:
+        return {}
+    return detail if isinstance(detail, dict) else {}
 
 
 # Job definitions

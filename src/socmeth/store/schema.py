@@ -298,3 +298,54 @@ leader_lease = Table(
     Column("term", BigInteger, nullable=False),
     Column("expires_at", UtcDateTime, nullable=True),
 )
+
+# Authentication (socmeth.auth). Users log in with a name and a password, of which
+# only the argon2id hash is kept.
+users = Table(
+    "users",
+    metadata,
+    Column("id", _id_type(), primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+
+# Long-lived tokens for automation, found by the SHA-256 of the token. `created_by`
+# is the actor that created it, as text: the user may be removed, the token stays.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", _id_type(), primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    UniqueConstraint("name"),
+    UniqueConstraint("token_hash"),
+    sqlite_autoincrement=True,
+)
+
+# Who did what, appended and never changed. Newest first is by id; each filter has
+# an index of (column, id), so a filtered page is one range scan.
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("id", _id_type(), primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", Text, nullable=True),
+    Column("detail", Text, nullable=False),
+    Index(None, "action", "id"),
+    Index(None, "actor", "id"),
+    Index(None, "target", "id"),
+    sqlite_autoincrement=True,
+)

@@ -54,6 +54,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from socmeth.auth.models import ApiToken, AuditRecord, Role, User
 from socmeth.clock import Clock, SystemClock
 from socmeth.dependencies import (
     JobView,
@@ -90,6 +91,7 @@ from socmeth.models import (
 from socmeth.store.base import (
     FAILED_RUN_STATES,
     AttemptFinish,
+    AuditFilter,
     ClaimBatch,
     ClaimedAttempt,
     DependencyGraph,
@@ -104,7 +106,10 @@ from socmeth.store.base import (
     JobFilter,
     JobSort,
     Lease,
+    NewApiToken,
+    NewAuditRecord,
     NewRun,
+    NewUser,
     NodeBeat,
     NodeRecord,
     Page,
@@ -118,10 +123,15 @@ from socmeth.store.base import (
 from socmeth.store.codec import (
     AnyRow,
     JobPosition,
+    api_token_from_row,
     attempt_from_row,
+    audit_from_row,
+    decode_audit_detail,
     decode_cursor,
     decode_definition,
+    decode_id_cursor,
     decode_job_cursor,
+    encode_audit_detail,
     encode_cursor,
     encode_definition,
     encode_job_cursor,
@@ -130,12 +140,15 @@ from socmeth.store.codec import (
     job_values,
     run_from_row,
     run_values,
+    user_from_row,
 )
 from socmeth.store.migrate import migrate, shown_url, sqlite_file
 from socmeth.store.schema import (
     UtcDateTime,
+    api_tokens,
     attempt_outputs,
     attempts,
+    audit_records,
     dependency_work,
     job_dependencies,
     job_tags,
@@ -144,6 +157,7 @@ from socmeth.store.schema import (
     nodes,
     run_waits,
     runs,
+    users,
 )
 
 logger = logging.getLogger(__name__)
@@ -174,6 +188,9 @@ _PG_CLAIM_LOCK = 0x736F636D6574_01
 # First key of the two-key advisory locks a leader holds on its term ("socm").
 PG_TERM_LOCK = 0x736F636D
 _PG_GRAPH_LOCK = 0x736F636D6574_02
+# Changes of users' roles and removals take turns on this one, so that the last
+# admin stays (see _keep_an_admin).
+_PG_USERS_LOCK = 0x736F636D6574_03
 # Names of dependents a refused delete lists before "and N more".
 _NAMED_DEPENDENTS = 10
 
@@ -1449,6 +1466,180 @@ class SqlStore(Store):
         async with self._reading() as conn:
             return await _count_in_state(conn, _ATTEMPT_QUEUED)
 
+    # Users
+
+    async def create_user(self, user: NewUser, now: datetime) -> User:
+        values = {
+            "name": user.name,
+            "role": user.role.value,
+            "password_hash": user.password_hash,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self._writing() as conn:
+            try:
+                await conn.execute(insert(users).values(**values))
+            except IntegrityError as exc:
+                raise _user_name_taken(user.name) from exc
+            return await _fetch_user(conn, user.name)
+
+    async def get_user(self, name: str) -> User:
+        async with self._reading() as conn:
+            return await _fetch_user(conn, name)
+
+    async def list_users(self) -> list[User]:
+        async with self._reading() as conn:
+            rows = (await conn.execute(select(users).order_by(users.c.name))).all()
+        return [user_from_row(row) for row in rows]
+
+    async def update_user(
+        self,
+        name: str,
+        now: datetime,
+        *,
+        role: Role | None = None,
+        password_hash: str | None = None,
+    ) -> User:
+        values: dict[str, Any] = {"updated_at": now}
+        if role is not None:
+            values["role"] = role.value
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        async with self._writing() as conn:
+            if role is not None:
+                await self._serialize_user_changes(conn)
+            stored = await _fetch_user(conn, name, for_update=True)
+            if role is not None and role is not Role.ADMIN:
+                await _keep_an_admin(conn, stored, "change the role of")
+            await conn.execute(
+                update(users).where(users.c.id == stored.id).values(**values)
+            )
+            return await _fetch_user(conn, name)
+
+    async def delete_user(self, name: str) -> None:
+        async with self._writing() as conn:
+            await self._serialize_user_changes(conn)
+            stored = await _fetch_user(conn, name, for_update=True)
+            await _keep_an_admin(conn, stored, "remove")
+            await conn.execute(delete(users).where(users.c.id == stored.id))
+
+    async def _serialize_user_changes(self, conn: AsyncConnection) -> None:
+        """Make removals and role changes of users take turns, so that two of them
+        cannot each see another admin and together leave none.
+
+        An advisory lock rather than row locks on the admins: two removals would
+        lock their own rows first, then wait for each other's. SQLite's write
+        transactions take turns already.
+        """
+        if self._dialect == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_USERS_LOCK}
+            )
+
+    # API tokens
+
+    async def create_api_token(self, token: NewApiToken, now: datetime) -> ApiToken:
+        values = {
+            "name": token.name,
+            "role": token.role.value,
+            "token_hash": token.token_hash,
+            "created_by": token.created_by,
+            "created_at": now,
+            "last_used_at": None,
+            "expires_at": token.expires_at,
+            "revoked_at": None,
+        }
+        async with self._writing() as conn:
+            try:
+                result = await conn.execute(
+                    insert(api_tokens).values(**values).returning(api_tokens.c.id)
+                )
+            except IntegrityError as exc:
+                # The hash is of 256 random bits: a clash is the name's.
+                raise _token_name_taken(token.name) from exc
+            token_id = int(result.scalar_one())
+            return await _fetch_api_token(conn, token_id)
+
+    async def get_api_token(self, token_id: int) -> ApiToken:
+        async with self._reading() as conn:
+            return await _fetch_api_token(conn, token_id)
+
+    async def find_api_token(self, token_hash: str) -> ApiToken | None:
+        query = select(api_tokens).where(api_tokens.c.token_hash == token_hash)
+        async with self._reading() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else api_token_from_row(row)
+
+    async def list_api_tokens(self, *, include_revoked: bool = True) -> list[ApiToken]:
+        query = select(api_tokens).order_by(api_tokens.c.name)
+        if not include_revoked:
+            query = query.where(api_tokens.c.revoked_at.is_(None))
+        async with self._reading() as conn:
+            rows = (await conn.execute(query)).all()
+        return [api_token_from_row(row) for row in rows]
+
+    async def touch_api_token(
+        self, token_id: int, now: datetime, min_interval: timedelta
+    ) -> bool:
+        last_used = api_tokens.c.last_used_at
+        async with self._writing() as conn:
+            result = await conn.execute(
+                update(api_tokens)
+                .where(
+                    api_tokens.c.id == token_id,
+                    or_(last_used.is_(None), last_used <= now - min_interval),
+                )
+                .values(last_used_at=now)
+            )
+        return bool(result.rowcount)
+
+    async def revoke_api_token(self, token_id: int, now: datetime) -> ApiToken:
+        async with self._writing() as conn:
+            await conn.execute(
+                update(api_tokens)
+                .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            return await _fetch_api_token(conn, token_id)
+
+    # Audit
+
+    async def append_audit(self, record: NewAuditRecord) -> AuditRecord:
+        detail = encode_audit_detail(record.detail)
+        values = {
+            "at": record.at,
+            "actor": record.actor,
+            "action": record.action.value,
+            "target": record.target,
+            "detail": detail,
+        }
+        async with self._writing() as conn:
+            result = await conn.execute(
+                insert(audit_records).values(**values).returning(audit_records.c.id)
+            )
+            record_id = int(result.scalar_one())
+        return AuditRecord(
+            id=record_id,
+            at=record.at,
+            actor=record.actor,
+            action=record.action.value,
+            target=record.target,
+            detail=decode_audit_detail(detail),
+        )
+
+    async def list_audit(
+        self, audit_filter: AuditFilter, limit: int, cursor: str | None
+    ) -> Page[AuditRecord]:
+        _check_limit(limit)
+        before = None if cursor is None else decode_id_cursor(cursor, "audit")
+        query = audit_page_statement(audit_filter, before, limit + 1)
+        async with self._reading() as conn:
+            rows = (await conn.execute(query)).all()
+
+        items = [audit_from_row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor("audit", str(items[-1].id)) if more else None)
+
 
 # Errors and small values
 
@@ -2686,3 +2877,81 @@ async def _apply_plan(
         ended=[run for run in changed if not run.state.is_active],
         waiting=[run for run in changed if run.state is RunState.WAITING],
     )
+
+
+# Users, API tokens and audit
+
+
+def audit_page_statement(
+    audit_filter: AuditFilter, before_id: int | None, limit: int
+) -> Select[*tuple[Any, ...]]:
+    """Build the query of a page of audit records, newest first, older than
+    `before_id`: a range scan of the id, or of the (column, id) index of a filter."""
+    conditions: list[ColumnElement[bool]] = []
+    if before_id is not None:
+        conditions.append(audit_records.c.id < before_id)
+    for column in ("action", "actor", "target"):
+        wanted = getattr(audit_filter, column)
+        if wanted is not None:
+            conditions.append(audit_records.c[column] == wanted)
+    return (
+        select(audit_records)
+        .where(*conditions)
+        .order_by(audit_records.c.id.desc())
+        .limit(limit)
+    )
+
+
+async def _fetch_user(
+    conn: AsyncConnection, name: str, *, for_update: bool = False
+) -> User:
+    query = select(users).where(users.c.name == name)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFoundError(f"no user is named {name!r}")
+    return user_from_row(row)
+
+
+async def _keep_an_admin(conn: AsyncConnection, user: User, doing: str) -> None:
+    """Refuse a change that would leave no admin.
+
+    Callers hold the users lock (PostgreSQL), so that of two transactions each
+    removing one of the last two admins, the second counts after the first ended.
+    """
+    if user.role is not Role.ADMIN:
+        return
+    query = select(users.c.id).where(users.c.role == Role.ADMIN.value)
+    admins = (await conn.execute(query)).scalars().all()
+    if set(admins) - {user.id}:
+        return
+    raise ConflictError(
+        f"cannot {doing} {user.name!r}: it is the only admin, and socmeth must keep "
+        "one; add another admin first",
+        field="role",
+    )
+
+
+def _user_name_taken(name: str) -> ConflictError:
+    return ConflictError(
+        f"a user named {name!r} already exists: choose another name, or change "
+        "that user's password",
+        field="name",
+    )
+
+
+def _token_name_taken(name: str) -> ConflictError:
+    return ConflictError(
+        f"an API token named {name!r} already exists (token names are never "
+        "reused, revoked ones included): choose another name",
+        field="name",
+    )
+
+
+async def _fetch_api_token(conn: AsyncConnection, token_id: int) -> ApiToken:
+    query = select(api_tokens).where(api_tokens.c.id == token_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFoundError(f"no API token has id {token_id}")
+    return api_token_from_row(row)
