@@ -200,6 +200,8 @@ class AuthConfig(_Section):
     login_failures_per_user: Int = Field(5, ge=1, le=1000)
     login_failures_per_address: Int = Field(20, ge=1, le=10_000)
     login_window: Int = Field(300, ge=1, le=86_400)
+    # True: /metrics answers anyone, as Prometheus scrapers expect by default.
+    metrics_public: Switch = True
 
     @field_validator("jwt_secret")
     @classmethod

@@ -2,8 +2,9 @@
 
 Every change goes through here so that the rules hold whoever asks: next fires are
 computed from the schedule, the scheduler is woken when a job's timing changed, the
-attempt of a new run is published to the queue once the run is stored, and manual
-runs follow the job's concurrency policy.
+attempt of a new run is published to the queue once the run is stored, manual
+runs follow the job's concurrency policy, and each change leaves an audit record
+naming who made it (`actor`; `ANONYMOUS` while auth is off).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
+from socmeth.auth import audit
+from socmeth.auth.models import ANONYMOUS, AuditAction, Principal
 from socmeth.clock import Clock
 from socmeth.dependencies import dependency_list_errors
 from socmeth.errors import (
@@ -20,6 +23,7 @@ from socmeth.errors import (
     ConflictError,
     LimitError,
     NotFoundError,
+    StoreError,
     ValidationError,
 )
 from socmeth.fires import fire_run, next_fire_at
@@ -75,7 +79,9 @@ class JobService:
             return await self._store.get_job(int(ref))
         return await self._store.get_job_by_name(ref)
 
-    async def create(self, definition: JobDefinition) -> Job:
+    async def create(
+        self, definition: JobDefinition, actor: Principal = ANONYMOUS
+    ) -> Job:
         """Store a new job with its first next fire."""
         _check_dependency_list(definition)
         counts = await self._store.count_jobs()
@@ -93,9 +99,12 @@ class JobService:
             "job %s created", job.name, extra={"event": "job.created", "job": job.name}
         )
         self._wake_scheduler()
+        await self._audit(actor, AuditAction.JOB_CREATED, job, {"job_id": job.id})
         return job
 
-    async def update(self, job: Job, definition: JobDefinition) -> Job:
+    async def update(
+        self, job: Job, definition: JobDefinition, actor: Principal = ANONYMOUS
+    ) -> Job:
         """Replace a job's definition; the next fire is computed anew from now.
 
         A new name is written into the `depends_on` of the jobs that depend on it,
@@ -116,6 +125,11 @@ class JobService:
             extra={"event": "job.updated", "job": updated.name},
         )
         self._wake_scheduler()
+        changed = changed_fields(job.definition, definition)
+        detail = {"job_id": job.id, "fields": changed}
+        if definition.name != job.name:
+            detail["renamed_from"] = job.name
+        await self._audit(actor, AuditAction.JOB_UPDATED, updated, detail)
         return updated
 
     async def _refuse_taken_name(self, name: str) -> None:
@@ -130,7 +144,9 @@ class JobService:
             f"a job named {name!r} already exists: choose another name", field="name"
         )
 
-    async def set_enabled(self, job: Job, enabled: bool) -> Job:
+    async def set_enabled(
+        self, job: Job, enabled: bool, actor: Principal = ANONYMOUS
+    ) -> Job:
         """Pause or resume a job; a resumed job next fires after now, not before.
 
         Made from the job as stored: a change of it meanwhile (a rename of one of
@@ -157,9 +173,10 @@ class JobService:
         event = "job.resumed" if enabled else "job.paused"
         log.info("job %s %s", job.name, event[4:], extra={"event": event})
         self._wake_scheduler()
+        await self._audit(actor, AuditAction(event), updated, {"job_id": job.id})
         return updated
 
-    async def delete(self, job: Job) -> None:
+    async def delete(self, job: Job, actor: Principal = ANONYMOUS) -> None:
         """Delete a job and its history in one transaction.
 
         Refused (409) while other jobs depend on it. A running attempt of the job is
@@ -171,8 +188,9 @@ class JobService:
         self._stop_local([run.id for run in active])
         self._metrics.forget_job(job.name)
         log.info("job %s deleted", job.name, extra={"event": "job.deleted"})
+        await self._audit(actor, AuditAction.JOB_DELETED, job, {"job_id": job.id})
 
-    async def run_now(self, job: Job) -> Run:
+    async def run_now(self, job: Job, actor: Principal = ANONYMOUS) -> Run:
         """Create a manual run and queue its first attempt.
 
         Under `concurrency: forbid` a job with an active run refuses (409) rather than
@@ -199,9 +217,10 @@ class JobService:
             job.name,
             extra={"event": "run.created", "run_id": run.id, "trigger": "manual"},
         )
+        await self._audit(actor, AuditAction.JOB_RUN, job, {"run_id": run.id})
         return run
 
-    async def cancel(self, run_id: int) -> Run:
+    async def cancel(self, run_id: int, actor: Principal = ANONYMOUS) -> Run:
         """Cancel a run; a running attempt is stopped by its worker within a second."""
         run = await self._store.cancel_run(
             run_id, "cancelled by request", self._clock.now()
@@ -215,7 +234,37 @@ class JobService:
             run_id,
             extra={"event": "run.cancel_requested", "run_id": run_id},
         )
+        await self._audit(
+            actor, AuditAction.RUN_CANCELLED, run.job_name, {"run_id": run_id}
+        )
         return run
+
+    async def _audit(
+        self,
+        actor: Principal,
+        action: AuditAction,
+        target: Job | str,
+        detail: dict[str, object],
+    ) -> None:
+        """Record who made a change that is done already.
+
+        A store that fails now does not undo the change, nor fail the request that
+        made it: the failure is logged as an error naming what went unrecorded.
+        """
+        name = target.name if isinstance(target, Job) else target
+        try:
+            await audit.record(
+                self._store, actor, action, name, detail, self._clock.now()
+            )
+        except StoreError as exc:
+            log.error(
+                "%s by %s on %s is done but not in the audit records: %s",
+                action,
+                actor.actor,
+                name,
+                exc,
+                extra={"event": "audit.write_failed"},
+            )
 
     async def dependencies(self, job: Job, limit: int) -> DependencyGraph:
         """Return the jobs upstream and downstream of a job, with their latest runs."""
@@ -245,6 +294,16 @@ class JobService:
                 str(exc) or f"no answer within {PUBLISH_TIMEOUT_S}s",
                 extra={"event": "run.publish_failed", "run_id": run.id},
             )
+
+
+def changed_fields(before: JobDefinition, after: JobDefinition) -> list[str]:
+    """Name the fields a change of a job's definition changed (never their values,
+    which may be secrets)."""
+    return [
+        name
+        for name in before.__dataclass_fields__
+        if getattr(before, name) != getattr(after, name)
+    ]
 
 
 def _check_dependency_list(definition: JobDefinition) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from socmeth import __version__
 from socmeth.api.app import create_app
+from socmeth.auth.models import ANONYMOUS, Principal
 from socmeth.clock import FakeClock
 from socmeth.config import load_config
 from socmeth.errors import StoreError
@@ -924,7 +925,9 @@ async def test_a_put_racing_a_rename_is_applied_to_the_renamed_job(
     real_update = node.jobs.update
     raced = False
 
-    async def update_after_a_rename(job: Job, definition: JobDefinition) -> Job:
+    async def update_after_a_rename(
+        job: Job, definition: JobDefinition, actor: Principal = ANONYMOUS
+    ) -> Job:
         # The first time, another request renames the parent between this PUT's
         # read of the child and its write.
         nonlocal raced
@@ -934,7 +937,7 @@ async def test_a_put_racing_a_rename_is_applied_to_the_renamed_job(
             node.clock.advance(1)
             parent = await node.store.get_job_by_name("parent")
             await real_update(parent, replace(parent.definition, name="renamed"))
-        return await real_update(job, definition)
+        return await real_update(job, definition, actor)
 
     monkeypatch.setattr(node.jobs, "update", update_after_a_rename)
     response = await client.put("/api/jobs/child", json={"retries": 2})

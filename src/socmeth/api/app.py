@@ -21,8 +21,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from socmeth import __version__, ui
-from socmeth.api import cluster, jobs, runs, schedules, system
+from socmeth.api import auth, cluster, jobs, runs, schedules, system
 from socmeth.api.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from socmeth.auth.authenticator import Authenticator
 from socmeth.node import Node
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,16 @@ def create_app(node: Node) -> FastAPI:
         redoc_url=None,
     )
     app.state.node = node
+    # None while auth is off: every caller is then anonymous (socmeth.api.access).
+    app.state.authenticator = (
+        Authenticator.from_config(node.config, node.store, node.clock)
+        if node.config.auth.enabled
+        else None
+    )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=node.config.server.max_request_bytes)
     app.add_middleware(SameSiteWrites)
-    for module in (jobs, runs, schedules, cluster):
+    for module in (jobs, runs, schedules, cluster, auth):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(system.router)
     install_docs(app)

@@ -13,12 +13,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from socmeth.api import NodeDep
+from socmeth.api.access import VIEWER
 from socmeth.api.schemas import Instant
 from socmeth.cluster import NodeState, NodeStatus, node_states
 from socmeth.node import Node
 from socmeth.store.base import Lease
 
-router = APIRouter(prefix="/api", tags=["cluster"])
+router = APIRouter(prefix="/api", tags=["cluster"], dependencies=[VIEWER])
 
 
 class NodeOut(BaseModel):

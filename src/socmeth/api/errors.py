@@ -4,7 +4,9 @@
                "fields": [{"field": "schedule", "message": "..."}]}}
 
 The mapping follows the error tree of `socmeth.errors`: ValidationError 422,
-NotFoundError 404, ConflictError 409, LimitError 413, StoreError 503. FastAPI's own
+NotFoundError 404, ConflictError 409, LimitError 413, StoreError 503; and of
+`socmeth.auth.errors`: ForbiddenError 403, RateLimitedError 429 (with Retry-After),
+any other AuthError 401 (with WWW-Authenticate). FastAPI's own
 request validation becomes the same 422 (or 400 when the body is not JSON at all), and
 unknown paths and methods keep their 404 and 405 in this shape too.
 """
@@ -12,6 +14,7 @@ unknown paths and methods keep their 404 and 405 in this shape too.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from socmeth import ui
 from socmeth.api.schemas import ErrorBody, error_body, field_errors
+from socmeth.auth.errors import AuthError, ForbiddenError, RateLimitedError
 from socmeth.errors import (
     ConflictError,
     FieldError,
@@ -34,12 +38,17 @@ from socmeth.errors import (
 
 log = logging.getLogger(__name__)
 
+# The schemes a 401 offers (RFC 9110 11.6.1): one challenge each.
+CHALLENGE = 'Bearer realm="socmeth", Basic realm="socmeth", charset="UTF-8"'
+
 # Documented on every route, so that clients generated from the OpenAPI document know
 # the error shape.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
         (400, "The body is not valid JSON."),
+        (401, "No credentials, or credentials that are refused."),
+        (403, "The caller's role does not include this."),
         (404, "No such job, run or attempt."),
         (409, "The request clashes with stored state."),
         (413, "The body or a count is over a limit."),
@@ -73,6 +82,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _handle_socmeth_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, AuthError):
+        return _auth_refusal(exc)
     if isinstance(exc, ValidationError):
         return error_response(422, _summary(exc.errors), exc.errors)
     if isinstance(exc, NotFoundError):
@@ -91,6 +102,22 @@ async def _handle_socmeth_error(request: Request, exc: Exception) -> JSONRespons
         )
         return error_response(503, f"the store is unavailable: {exc}; retry shortly")
     return await _handle_unexpected(request, exc)
+
+
+def _auth_refusal(exc: AuthError) -> JSONResponse:
+    """Answer a refused caller: 403 for a role below the route's, 429 after too
+    many failed logins, 401 (naming the schemes taken) for missing or bad
+    credentials."""
+    if isinstance(exc, ForbiddenError):
+        return error_response(403, str(exc))
+    if isinstance(exc, RateLimitedError):
+        response = error_response(429, str(exc))
+        seconds = max(1, math.ceil(exc.retry_after.total_seconds()))
+        response.headers["Retry-After"] = str(seconds)
+        return response
+    response = error_response(401, str(exc))
+    response.headers["WWW-Authenticate"] = CHALLENGE
+    return response
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from socmeth.api import NodeDep
+from socmeth.api.access import VIEWER, Admin, Operator
 from socmeth.api.params import JobRef, QueryText
 from socmeth.api.runs import RunQueryDep, list_run_page, runs_out
 from socmeth.api.schemas import (
@@ -33,7 +34,8 @@ from socmeth.errors import ChangedError
 from socmeth.jobs import CHANGED_RETRIES
 from socmeth.store.base import JobFilter, JobSort
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+# Reading takes the viewer role; each change names the role it takes.
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[VIEWER])
 
 MAX_GRAPH_JOBS = 500
 
@@ -66,9 +68,11 @@ async def list_jobs(
 
 
 @router.post("", status_code=201)
-async def create_job(node: NodeDep, body: JobIn, response: Response) -> JobOut:
-    """Create a job; fields left out get their defaults."""
-    job = await node.jobs.create(to_definition(body, node.config))
+async def create_job(
+    node: NodeDep, body: JobIn, response: Response, principal: Admin
+) -> JobOut:
+    """Create a job; fields left out get their defaults. Role: admin."""
+    job = await node.jobs.create(to_definition(body, node.config), principal)
     response.headers["Location"] = f"/api/jobs/{job.id}"
     return job_out(job)
 
@@ -80,8 +84,10 @@ async def get_job(node: NodeDep, ref: JobRef) -> JobOut:
 
 
 @router.put("/{ref}")
-async def update_job(node: NodeDep, ref: JobRef, body: JobPatch) -> JobOut:
-    """Change the fields given; the others keep their stored values.
+async def update_job(
+    node: NodeDep, ref: JobRef, body: JobPatch, principal: Admin
+) -> JobOut:
+    """Change the fields given; the others keep their stored values. Role: admin.
 
     The fields are applied to the job as stored when it is written: should it change
     meanwhile (a concurrent update, or a rename of a job it depends on), they are
@@ -91,7 +97,7 @@ async def update_job(node: NodeDep, ref: JobRef, body: JobPatch) -> JobOut:
         job = await node.jobs.resolve(ref)
         definition = apply_patch(job.definition, body, node.config)
         try:
-            return job_out(await node.jobs.update(job, definition))
+            return job_out(await node.jobs.update(job, definition, principal))
         except ChangedError:
             if not tries_left:
                 raise
@@ -99,38 +105,41 @@ async def update_job(node: NodeDep, ref: JobRef, body: JobPatch) -> JobOut:
 
 
 @router.delete("/{ref}", status_code=204)
-async def delete_job(node: NodeDep, ref: JobRef) -> Response:
-    """Delete a job and its history; its active runs are cancelled.
+async def delete_job(node: NodeDep, ref: JobRef, principal: Admin) -> Response:
+    """Delete a job and its history; its active runs are cancelled. Role: admin.
 
     409, naming them, while other jobs depend on it.
     """
-    await node.jobs.delete(await node.jobs.resolve(ref))
+    await node.jobs.delete(await node.jobs.resolve(ref), principal)
     return Response(status_code=204)
 
 
 @router.post("/{ref}/run", status_code=202)
-async def run_job(node: NodeDep, ref: JobRef) -> RunOut:
+async def run_job(node: NodeDep, ref: JobRef, principal: Operator) -> RunOut:
     """Start a manual run now; 409 while a forbid job has an active run.
+    Role: operator.
 
     A job with dependencies gets a `waiting` run: its stale dependencies are run
     first, then it is queued.
     """
-    run = await node.jobs.run_now(await node.jobs.resolve(ref))
+    run = await node.jobs.run_now(await node.jobs.resolve(ref), principal)
     (shown,) = await runs_out(node, [run])
     return shown
 
 
 @router.post("/{ref}/pause")
-async def pause_job(node: NodeDep, ref: JobRef) -> JobOut:
-    """Stop the job's schedule from firing; runs already made go on."""
-    job = await node.jobs.set_enabled(await node.jobs.resolve(ref), False)
+async def pause_job(node: NodeDep, ref: JobRef, principal: Operator) -> JobOut:
+    """Stop the job's schedule from firing; runs already made go on.
+    Role: operator."""
+    job = await node.jobs.set_enabled(await node.jobs.resolve(ref), False, principal)
     return job_out(job)
 
 
 @router.post("/{ref}/resume")
-async def resume_job(node: NodeDep, ref: JobRef) -> JobOut:
-    """Let the job's schedule fire again, from the next fire after now."""
-    job = await node.jobs.set_enabled(await node.jobs.resolve(ref), True)
+async def resume_job(node: NodeDep, ref: JobRef, principal: Operator) -> JobOut:
+    """Let the job's schedule fire again, from the next fire after now.
+    Role: operator."""
+    job = await node.jobs.set_enabled(await node.jobs.resolve(ref), True, principal)
     return job_out(job)
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 
 from socmeth.api import NodeDep
+from socmeth.api.access import VIEWER, Operator
 from socmeth.api.params import AttemptNumber, JobFilterRef, QueryInstant, RunId
 from socmeth.api.schemas import DEFAULT_PAGE, MAX_PAGE, RunOut, RunPage, run_out
 from socmeth.errors import ValidationError
@@ -17,7 +18,7 @@ from socmeth.models import Run, RunState, Trigger
 from socmeth.node import Node
 from socmeth.store.base import RunFilter
 
-router = APIRouter(prefix="/api/runs", tags=["runs"])
+router = APIRouter(prefix="/api/runs", tags=["runs"], dependencies=[VIEWER])
 
 TRUNCATED_HEADER = "X-Socmeth-Output-Truncated"
 
@@ -116,9 +117,10 @@ async def get_run(node: NodeDep, run_id: RunId) -> RunOut:
 
 
 @router.post("/{run_id}/cancel", status_code=202)
-async def cancel_run(node: NodeDep, run_id: RunId) -> RunOut:
-    """Cancel a run; a running attempt is stopped by its worker shortly after."""
-    (shown,) = await runs_out(node, [await node.jobs.cancel(run_id)])
+async def cancel_run(node: NodeDep, run_id: RunId, principal: Operator) -> RunOut:
+    """Cancel a run; a running attempt is stopped by its worker shortly after.
+    Role: operator."""
+    (shown,) = await runs_out(node, [await node.jobs.cancel(run_id, principal)])
     return shown
 
 

@@ -9,11 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from socmeth.api import NodeDep
+from socmeth.api.access import VIEWER
 from socmeth.api.params import QueryInstant
 from socmeth.api.schemas import Preview
 from socmeth.schedule import parse_schedule, validate_timezone
 
-router = APIRouter(prefix="/api/schedules", tags=["schedules"])
+router = APIRouter(prefix="/api/schedules", tags=["schedules"], dependencies=[VIEWER])
 
 MAX_PREVIEW = 100
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from socmeth.api import NodeDep
+from socmeth.api.access import check_role
+from socmeth.auth.models import Role
 from socmeth.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,14 @@ async def readyz_head(node: NodeDep) -> Response:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
-async def metrics(node: NodeDep) -> Response:
-    """Export the node's metrics in the Prometheus text format."""
+async def metrics(node: NodeDep, request: Request) -> Response:
+    """Export the node's metrics in the Prometheus text format.
+
+    Open to anyone unless `auth.metrics_public` is false; then it takes the viewer
+    role, as the API's reads do.
+    """
+    if not node.config.auth.metrics_public:
+        await check_role(request, Role.VIEWER)
     try:
         await node.metrics.refresh(node.store)
     except Exception:  # a scrape still gets the counters when the store is down
