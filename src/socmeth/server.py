@@ -27,6 +27,7 @@ from typing import IO
 import uvicorn
 
 from socmeth.api.app import create_app
+from socmeth.auth.secret import jwt_secret
 from socmeth.config import Config
 from socmeth.errors import ConfigError
 from socmeth.node import Node
@@ -48,8 +49,8 @@ def warn_if_exposed(config: Config, host: str) -> None:
         return
     log.warning(
         "AUTH IS DISABLED and socmeth listens on %s: anyone who can reach this port "
-        "can run any command on this machine. Bind to 127.0.0.1 or keep the port "
-        "behind a firewall; authentication arrives with issue 6.",
+        "can run any command on this machine. Set auth.enabled: true (and add users "
+        "with socmeth users add), or bind to 127.0.0.1.",
         host,
         extra={"event": "server.unprotected"},
     )
@@ -67,11 +68,8 @@ def _is_loopback(host: str) -> bool:
 def refuse_unavailable(config: Config) -> None:
     """Stop at start on settings that cannot work together, or have not landed."""
     if config.auth.enabled:
-        raise ConfigError(
-            "auth.enabled",
-            "authentication is not available yet (issue 6); set auth.enabled: false "
-            "and keep the server on a trusted network",
-        )
+        # A cluster without a shared signing secret stops here, naming the key.
+        jwt_secret(config)
     if config.clustered and not config.redis.url:
         raise ConfigError(
             "redis.url",

@@ -8,8 +8,9 @@ caller proves who they are with one of:
   an API token (`smt_...`);
 - `Authorization: Basic <base64 name:password>`: checked as a login is, rate
   limits included;
-- the dashboard's session cookie, which holds an access token. Writes made with it
-  also need the CSRF token of the session (`socmeth.ui.session`).
+- the dashboard's session cookie, which holds an access token: for the dashboard,
+  whose form posts also need the session's CSRF token (`socmeth.ui.session`), and
+  for reads of the API; a write to the API with only the cookie is refused.
 
 No credentials is a 401 naming both schemes; a role below the route's is a 403.
 Routes declare the role they need with `Viewer`, `Operator` or `Admin`.
@@ -67,6 +68,13 @@ async def _check(request: Request) -> Principal:
     if header is not None:
         return await _from_header(authenticator, header, client_address(request))
     cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and request.url.path.startswith("/api/") and not _safe(request):
+        # The dashboard's own writes are its forms, which carry the CSRF token; a
+        # write to the API must bring its credentials in the header.
+        raise MissingCredentialsError(
+            "the dashboard's session cookie is taken for reads of the API only; "
+            "send writes with Authorization: Bearer or Basic"
+        )
     if cookie:
         return await authenticator.authenticate_bearer(cookie)
     raise MissingCredentialsError(
@@ -90,6 +98,10 @@ async def _from_header(
     raise MissingCredentialsError(
         f"the Authorization scheme {scheme!r} is not taken: use Bearer or Basic"
     )
+
+
+def _safe(request: Request) -> bool:
+    return request.method in ("GET", "HEAD", "OPTIONS")
 
 
 def _basic(credentials: str) -> tuple[str, str]:

@@ -81,8 +81,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _handle_unexpected)
 
 
-async def _handle_socmeth_error(request: Request, exc: Exception) -> JSONResponse:
+async def _handle_socmeth_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, AuthError):
+        if not request.url.path.startswith("/api") and ui.wants_page(request):
+            return ui.session.auth_refusal(request, exc)
         return _auth_refusal(exc)
     if isinstance(exc, ValidationError):
         return error_response(422, _summary(exc.errors), exc.errors)

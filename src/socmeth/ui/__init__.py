@@ -11,18 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from socmeth.ui import job_pages, pages, run_pages
+from socmeth.ui import job_pages, pages, run_pages, session
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def install(app: FastAPI) -> None:
     """Add the dashboard's pages and static files to `app`."""
+    # Every page takes a session (with auth on); the login form is open.
     for module in (pages, job_pages, run_pages):
-        app.include_router(module.router)
+        app.include_router(
+            module.router, dependencies=[Depends(session.require_viewer)]
+        )
+    app.include_router(session.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
 
 

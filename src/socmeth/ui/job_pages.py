@@ -21,6 +21,7 @@ import pydantic
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from socmeth.api.access import check_role
 from socmeth.api.schemas import (
     TYPE_FIELDS,
     JobIn,
@@ -30,6 +31,7 @@ from socmeth.api.schemas import (
     job_out,
     to_definition,
 )
+from socmeth.auth.models import Role
 from socmeth.errors import (
     ChangedError,
     ConflictError,
@@ -84,6 +86,7 @@ def _node(request: Request) -> Node:
 @router.get("/jobs/new", response_class=HTMLResponse)
 async def new_job(request: Request) -> Response:
     """Show an empty job form; `?type=` chooses the job type shown first."""
+    await check_role(request, Role.ADMIN)
     chosen = request.query_params.get("type", JobType.COMMAND.value)
     values = {"type": chosen if chosen in set(JobType) else JobType.COMMAND.value}
     return _form_page(request, JobForm(values={**values, "enabled": "on"}), None)
@@ -95,12 +98,13 @@ async def create_job(request: Request) -> Response:
     pairs = await posting.read(request)
     if isinstance(pairs, Response):
         return pairs
+    principal = await check_role(request, Role.ADMIN)
     node = _node(request)
     values, fields, errors = read_form(pairs)
     definition = _validated(node, fields, errors, None)
     if definition is not None:
         try:
-            created = await node.jobs.create(definition)
+            created = await node.jobs.create(definition, principal)
             return _see(f"/jobs/{_ref(created)}?done=created")
         except (ValidationError, ConflictError, LimitError) as exc:
             errors += _errors_of(exc)
@@ -119,6 +123,7 @@ async def job_page(request: Request, ref: str) -> Response:
 @router.get("/jobs/{ref}/edit", response_class=HTMLResponse)
 async def edit_job(request: Request, ref: str) -> Response:
     """Show the job form filled with the stored job, its secrets masked."""
+    await check_role(request, Role.ADMIN)
     job = await _job_or_page(request, ref)
     if isinstance(job, Response):
         return job
@@ -137,6 +142,7 @@ async def update_job(request: Request, ref: str) -> Response:
     pairs = await posting.read(request)
     if isinstance(pairs, Response):
         return pairs
+    principal = await check_role(request, Role.ADMIN)
     job = await _job_or_page(request, ref)
     if isinstance(job, Response):
         return job
@@ -149,7 +155,7 @@ async def update_job(request: Request, ref: str) -> Response:
         form.general.append(_changed_meanwhile(job, values))
     elif definition is not None:
         try:
-            updated = await node.jobs.update(job, definition)
+            updated = await node.jobs.update(job, definition, principal)
             return _see(f"/jobs/{_ref(updated)}?done=updated")
         except ChangedError:
             form.general.append(
@@ -200,11 +206,12 @@ async def run_job(request: Request, ref: str) -> Response:
     posted = await posting.read(request)
     if isinstance(posted, Response):
         return posted
+    principal = await check_role(request, Role.OPERATOR)
     job = await _job_or_page(request, ref)
     if isinstance(job, Response):
         return job
     try:
-        run = await _node(request).jobs.run_now(job)
+        run = await _node(request).jobs.run_now(job, principal)
     except ConflictError as exc:
         return error_page(request, 409, str(exc), back=_back(job))
     return _see(f"/runs/{run.id}?done=started")
@@ -226,11 +233,12 @@ async def _set_enabled(request: Request, ref: str, *, enabled: bool) -> Response
     posted = await posting.read(request)
     if isinstance(posted, Response):
         return posted
+    principal = await check_role(request, Role.OPERATOR)
     job = await _job_or_page(request, ref)
     if isinstance(job, Response):
         return job
     try:
-        job = await _node(request).jobs.set_enabled(job, enabled)
+        job = await _node(request).jobs.set_enabled(job, enabled, principal)
     except ChangedError as exc:
         return error_page(request, 409, str(exc), back=_back(job))
     return _see(f"/jobs/{_ref(job)}?done={'resumed' if enabled else 'paused'}")
@@ -239,6 +247,7 @@ async def _set_enabled(request: Request, ref: str, *, enabled: bool) -> Response
 @router.get("/jobs/{ref}/delete", response_class=HTMLResponse)
 async def confirm_delete(request: Request, ref: str) -> Response:
     """Ask before deleting: say what goes with the job, and what stands in the way."""
+    await check_role(request, Role.ADMIN)
     job = await _job_or_page(request, ref)
     if isinstance(job, Response):
         return job
@@ -262,11 +271,12 @@ async def delete_job(request: Request, ref: str) -> Response:
     posted = await posting.read(request)
     if isinstance(posted, Response):
         return posted
+    principal = await check_role(request, Role.ADMIN)
     job = await _job_or_page(request, ref)
     if isinstance(job, Response):
         return job
     try:
-        await _node(request).jobs.delete(job)
+        await _node(request).jobs.delete(job, principal)
     except ConflictError as exc:
         return error_page(request, 409, str(exc), back=_back(job))
     return _see(f"/jobs?deleted={job.name}")

@@ -11,15 +11,18 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 from fastapi.responses import Response
 
-from socmeth.ui import pages
+from socmeth.ui import pages, session
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 200
 
 
-async def read(request: Request) -> list[tuple[str, str]] | Response:
+async def read(
+    request: Request, *, csrf: bool = True
+) -> list[tuple[str, str]] | Response:
     """Return the posted inputs as (name, value) pairs in the order sent, or the
-    error page of a post that is not a form."""
+    error page of a post that is not a form or lacks its session's CSRF token
+    (`csrf` false only for the login form, which comes before any session)."""
     content_type = request.headers.get("content-type", "")
     body = await request.body()
     # A form without inputs may come with no body and no type, as from curl -X POST.
@@ -28,7 +31,7 @@ async def read(request: Request) -> list[tuple[str, str]] | Response:
         message = f"A form post must be sent as {FORM_TYPE}, not {shown}"
         return pages.error_page(request, 415, message)
     try:
-        return parse_qsl(
+        pairs = parse_qsl(
             body.decode("utf-8", errors="replace"),
             keep_blank_values=True,
             max_num_fields=MAX_FIELDS,
@@ -36,6 +39,13 @@ async def read(request: Request) -> list[tuple[str, str]] | Response:
     except ValueError:
         message = f"A form post may hold at most {MAX_FIELDS} inputs"
         return pages.error_page(request, 413, message)
+    if csrf and not session.csrf_valid(request, pairs):
+        message = (
+            "This form's CSRF token is missing or not this session's: reload the "
+            "page and send it again"
+        )
+        return pages.error_page(request, 403, message)
+    return pairs
 
 
 def _media_type(content_type: str) -> str:

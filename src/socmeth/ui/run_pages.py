@@ -7,6 +7,8 @@ from typing import cast
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from socmeth.api.access import check_role
+from socmeth.auth.models import Role
 from socmeth.errors import NotFoundError
 from socmeth.node import Node
 from socmeth.ui import params, posting
@@ -41,9 +43,10 @@ async def cancel_run(request: Request, run_id: str) -> Response:
     posted = await posting.read(request)
     if isinstance(posted, Response):
         return posted
+    principal = await check_role(request, Role.OPERATOR)
     node = cast(Node, request.app.state.node)
     try:
-        await node.jobs.cancel(params.run_id(run_id))
+        await node.jobs.cancel(params.run_id(run_id), principal)
     except NotFoundError as exc:
         return error_page(request, 404, str(exc), back=("/", "Dashboard"))
     return RedirectResponse(f"/runs/{run_id}?done=cancelled", status_code=303)

@@ -154,6 +154,11 @@
       headers: { Accept: "text/html" },
       cache: "no-store",
     });
+    if (response.status === 401) {
+      // The session ended: the page itself now answers with the login form.
+      window.location.reload();
+      return;
+    }
     if (response.status === 404) {
       // The job or run of this page was deleted or renamed: nothing more comes.
       section.dataset.liveGone = "true";
