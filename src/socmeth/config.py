@@ -192,7 +192,8 @@ def _is_host(host: str) -> bool:
 class AuthConfig(_Section):
     """Authentication (socmeth.auth; docs/auth.md). Durations are in seconds."""
 
-    enabled: Switch = False
+    # None (unset): on when the server listens beyond loopback (socmeth.server).
+    enabled: Switch | None = None
     provider: Literal["jwt-basic"] = "jwt-basic"
     # None: generated and kept in the data dir (one node); cluster mode needs it set.
     jwt_secret: SecretStr | None = None

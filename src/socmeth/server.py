@@ -161,10 +161,20 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def with_auth_decided(config: Config, host: str) -> Config:
+    """Settle `auth.enabled` left unset: on when the server listens beyond loopback,
+    where anyone who reaches the port could otherwise run any command."""
+    if config.auth.enabled is not None:
+        return config
+    auth = config.auth.model_copy(update={"enabled": not _is_loopback(host)})
+    return config.model_copy(update={"auth": auth})
+
+
 def serve(config: Config) -> None:
     """Run the server until SIGTERM or SIGINT."""
-    refuse_unavailable(config)
     host = bind_host(config)
+    config = with_auth_decided(config, host)
+    refuse_unavailable(config)
     with store_lock(config):
         sock = bind_socket(host, config.server.port)
         warn_if_exposed(config, host)
@@ -179,6 +189,12 @@ async def _serve(config: Config, sock: socket.socket, host: str) -> None:
     except BaseException:
         await node.stop()
         raise
+    if config.auth.enabled and not await node.store.list_users():
+        log.warning(
+            "auth is on and no user exists, so nobody can log in: add one with "
+            "`socmeth users add NAME --role admin --password-stdin`",
+            extra={"event": "server.no_users"},
+        )
     server = _Server(
         uvicorn.Config(
             create_app(node),

@@ -121,8 +121,10 @@ async def log_in(request: Request) -> Response:
 
 @router.post("/logout", response_class=HTMLResponse)
 async def log_out(request: Request) -> Response:
-    """End the session: drop its cookie."""
-    pairs = await posting.read(request)
+    """End the session: drop its cookie. No CSRF token is asked for: a session
+    that expired must still be able to log out, and other sites cannot post here
+    (SameSiteWrites)."""
+    pairs = await posting.read(request, csrf=False)
     if isinstance(pairs, Response):
         return pairs
     response = RedirectResponse("/login", status_code=303)
