@@ -200,6 +200,9 @@ async def _serve(config: Config, sock: socket.socket, host: str) -> None:
             create_app(node),
             log_config=None,
             lifespan="off",
+            # X-Forwarded-For from loopback would let local callers pick the
+            # address their failed logins count against.
+            proxy_headers=False,
             timeout_graceful_shutdown=5,
         ),
         node,

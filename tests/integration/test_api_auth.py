@@ -7,6 +7,7 @@ with auth on until the dashboard takes logins too; the app enforces it already.)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from socmeth.api.app import create_app
 from socmeth.auth.access_tokens import issue_access_token
 from socmeth.auth.models import Principal, PrincipalKind, Role
 from socmeth.auth.passwords import Passwords
-from socmeth.auth.users import add_user
+from socmeth.auth.users import add_user, change_password
 from socmeth.clock import FakeClock
 from socmeth.config import load_config
 from socmeth.node import Node
@@ -365,3 +366,49 @@ async def test_metrics_can_be_closed_to_anonymous_callers(tmp_path: Path) -> Non
             assert (await c.get("/healthz")).status_code == 200
     finally:
         await node.stop()
+
+
+async def test_logins_sent_all_at_once_cannot_pass_the_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    wrong = {"username": "viewer", "password": "not-the-password-9"}
+    answers = await asyncio.gather(
+        *(client.post("/api/auth/login", json=wrong) for _ in range(12))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(401) == 5  # auth.login_failures_per_user
+    assert statuses.count(429) == 7
+
+
+async def test_an_access_token_of_the_second_of_a_password_change_is_refused(
+    client: httpx.AsyncClient, node: Node
+) -> None:
+    clock = node.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(10.2)
+    token = issue_access_token(
+        SECRET.encode(), "operator", Role.OPERATOR, clock.now(), timedelta(hours=1)
+    ).token
+    clock.advance(0.3)  # the change comes in the same second, after the token
+    await change_password(
+        node.store, Passwords(), "operator", "a-new-password-456", SETUP, clock.now()
+    )
+    me = await client.get("/api/auth/me", headers={"authorization": f"Bearer {token}"})
+    assert me.status_code == 401
+
+
+async def test_an_api_token_may_not_make_api_tokens(
+    client: httpx.AsyncClient,
+) -> None:
+    made = await client.post(
+        "/api/tokens",
+        json={"name": "root", "role": "admin"},
+        headers=bearer(Role.ADMIN),
+    )
+    token = made.json()["token"]
+    again = await client.post(
+        "/api/tokens",
+        json={"name": "child", "role": "admin"},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert again.status_code == 403

@@ -106,7 +106,13 @@ async def test_a_login_sets_an_http_only_same_site_session(
 async def test_a_login_never_sends_anyone_to_another_site(
     client: httpx.AsyncClient,
 ) -> None:
-    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+    for target in (
+        "//evil.example/",
+        "///evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/\tevil",
+    ):
         response = await client.post(
             "/login",
             data={

@@ -17,7 +17,8 @@ from socmeth.api.access import Admin, Viewer, authenticator_of, client_address
 from socmeth.api.params import QueryText
 from socmeth.api.schemas import DEFAULT_PAGE, MAX_PAGE, Instant
 from socmeth.auth import api_tokens
-from socmeth.auth.models import ApiToken, AuditRecord, Role
+from socmeth.auth.errors import ForbiddenError
+from socmeth.auth.models import ApiToken, AuditRecord, PrincipalKind, Role
 from socmeth.errors import ConflictError
 from socmeth.store.base import AuditFilter
 
@@ -136,6 +137,11 @@ async def create_token(
 
     Role: admin. 409 when the name was ever used, by a revoked token too.
     """
+    if principal.kind is PrincipalKind.API_TOKEN:
+        raise ForbiddenError(
+            "an API token may not create API tokens: an admin creates them while "
+            "logged in, so that revoking a token ends what it can do"
+        )
     now = node.clock.now()
     expires_at = None
     if body.expires_in is not None:

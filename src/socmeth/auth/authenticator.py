@@ -148,7 +148,9 @@ class Authenticator:
             raise TokenRevokedError(
                 f"the access token's user {claims.subject} no longer exists"
             ) from None
-        if claims.issued_at < user.updated_at.replace(microsecond=0):
+        # Claims are whole seconds: a token of the second the password or role
+        # changed is refused too, since it may have come just before the change.
+        if claims.issued_at < _next_second(user.updated_at):
             raise TokenRevokedError(
                 f"the password or role of {user.name} changed after this access "
                 "token was issued: log in again"
@@ -169,6 +171,10 @@ class Authenticator:
             )
             raise
 
+        # Counted as a failure before the password is checked, and taken back if it
+        # matches: attempts sent all at once cannot pass the check while earlier
+        # ones are still being hashed.
+        self._limiter.failed(name, address, now)
         user = await self._find(name)
         async with self._hashing:
             if user is None:
@@ -179,7 +185,6 @@ class Authenticator:
                     self._passwords.verify, user.password_hash, password
                 )
         if user is None or not matched:
-            self._limiter.failed(name, address, now)
             # The name typed is logged only when it is a user's: a wrong one is
             # sometimes the password, typed in the wrong field.
             logger.info(
@@ -190,8 +195,8 @@ class Authenticator:
             )
             raise CredentialsError()
 
-        self._limiter.succeeded(name)
-        await self._rehash_if_needed(user, password, now)
+        self._limiter.succeeded(name, address, now)
+        await self._rehash_if_needed(user, password)
         return user
 
     async def _find(self, name: str) -> User | None:
@@ -202,7 +207,7 @@ class Authenticator:
         except NotFoundError:
             return None
 
-    async def _rehash_if_needed(self, user: User, password: str, now: datetime) -> None:
+    async def _rehash_if_needed(self, user: User, password: str) -> None:
         if not self._passwords.needs_rehash(user.password_hash):
             return
         try:
@@ -212,7 +217,11 @@ class Authenticator:
         async with self._hashing:
             password_hash = await asyncio.to_thread(self._passwords.hash, password)
         try:
-            await self._store.update_user(user.name, now, password_hash=password_hash)
+            # The same password, hashed anew: its `updated_at` stays, so that the
+            # tokens issued before (and the one this login issues) stay good.
+            await self._store.update_user(
+                user.name, user.updated_at, password_hash=password_hash
+            )
         except NotFoundError:
             raise CredentialsError() from None  # removed while logging in
         except StoreError as exc:
@@ -228,6 +237,12 @@ class Authenticator:
             user.name,
             extra={"event": "auth.rehashed"},
         )
+
+
+def _next_second(instant: datetime) -> datetime:
+    """Return `instant` rounded up to a whole second."""
+    whole = instant.replace(microsecond=0)
+    return whole if whole == instant else whole + timedelta(seconds=1)
 
 
 def _principal(user: User) -> Principal:

@@ -75,9 +75,16 @@ class LoginLimiter:
         self._count(_user_key(user), limits.max_per_user, now)
         self._count(("address", address), limits.max_per_address, now)
 
-    def succeeded(self, user: str) -> None:
-        """Clear the failures of a name that just logged in."""
+    def succeeded(
+        self, user: str, address: str | None = None, at: datetime | None = None
+    ) -> None:
+        """Clear the failures of a name that just logged in; with `address` and
+        `at`, also take back the failure counted for that address at `at` (an
+        attempt is counted as failed before its password is checked)."""
         self._failures.pop(_user_key(user), None)
+        failures = self._failures.get(("address", address or ""))
+        if address is not None and at is not None and failures and at in failures:
+            failures.remove(at)
 
     def tracked(self) -> int:
         """Count the names and addresses with failures held, for tests and metrics."""

@@ -165,7 +165,12 @@ def auth_refusal(request: Request, exc: AuthError) -> Response:
 def _safe_next(target: str) -> str:
     """Keep a post-login destination on this site: a path, never another host."""
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or "\\" in target:
+    if parts.scheme or parts.netloc or "\\" in target:
+        return "/"
+    # One leading slash only: browsers read `//host` and `///host` as a host.
+    if not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if not target.isprintable() or any(c.isspace() for c in target):
         return "/"
     return target
 
