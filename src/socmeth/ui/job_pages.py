@@ -31,7 +31,7 @@ from socmeth.api.schemas import (
     job_out,
     to_definition,
 )
-from socmeth.auth.models import Role
+from socmeth.auth.models import Principal, Role
 from socmeth.errors import (
     ChangedError,
     ConflictError,
@@ -203,13 +203,10 @@ def _brief(text: str) -> str:
 @router.post("/jobs/{ref}/run", response_class=HTMLResponse)
 async def run_job(request: Request, ref: str) -> Response:
     """Start a manual run and show its page."""
-    posted = await posting.read(request)
-    if isinstance(posted, Response):
-        return posted
-    principal = await check_role(request, Role.OPERATOR)
-    job = await _job_or_page(request, ref)
-    if isinstance(job, Response):
-        return job
+    acting = await _action(request, ref, Role.OPERATOR)
+    if isinstance(acting, Response):
+        return acting
+    principal, job = acting
     try:
         run = await _node(request).jobs.run_now(job, principal)
     except ConflictError as exc:
@@ -230,13 +227,10 @@ async def resume_job(request: Request, ref: str) -> Response:
 
 
 async def _set_enabled(request: Request, ref: str, *, enabled: bool) -> Response:
-    posted = await posting.read(request)
-    if isinstance(posted, Response):
-        return posted
-    principal = await check_role(request, Role.OPERATOR)
-    job = await _job_or_page(request, ref)
-    if isinstance(job, Response):
-        return job
+    acting = await _action(request, ref, Role.OPERATOR)
+    if isinstance(acting, Response):
+        return acting
+    principal, job = acting
     try:
         job = await _node(request).jobs.set_enabled(job, enabled, principal)
     except ChangedError as exc:
@@ -268,18 +262,30 @@ async def confirm_delete(request: Request, ref: str) -> Response:
 @router.post("/jobs/{ref}/delete", response_class=HTMLResponse)
 async def delete_job(request: Request, ref: str) -> Response:
     """Delete the job and its history; refused while other jobs depend on it."""
-    posted = await posting.read(request)
-    if isinstance(posted, Response):
-        return posted
-    principal = await check_role(request, Role.ADMIN)
-    job = await _job_or_page(request, ref)
-    if isinstance(job, Response):
-        return job
+    acting = await _action(request, ref, Role.ADMIN)
+    if isinstance(acting, Response):
+        return acting
+    principal, job = acting
     try:
         await _node(request).jobs.delete(job, principal)
     except ConflictError as exc:
         return error_page(request, 409, str(exc), back=_back(job))
     return _see(f"/jobs?deleted={job.name}")
+
+
+async def _action(
+    request: Request, ref: str, role: Role
+) -> tuple[Principal, Job] | Response:
+    """Check an action's post (its form and CSRF token), the caller's role and the
+    job it names; return the caller and the job, or the page that refuses."""
+    posted = await posting.read(request)
+    if isinstance(posted, Response):
+        return posted
+    principal = await check_role(request, role)
+    job = await _job_or_page(request, ref)
+    if isinstance(job, Response):
+        return job
+    return principal, job
 
 
 async def _job_or_page(request: Request, ref: str) -> Job | Response:
