@@ -13,7 +13,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pydantic
 import yaml
@@ -312,9 +313,24 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         fields = SECTIONS[section].model_fields
         if key not in fields:
             raise ConfigError(name, f"{section} has no key {key!r}")
-        typed = fields[key].annotation in (int, float, bool)
+        typed = _is_scalar(fields[key].annotation)
         found.setdefault(section, {})[key] = _scalar(value) if typed else value
     return found
+
+
+def _is_scalar(annotation: Any) -> bool:
+    """Tell whether a key holds a number or a switch, unset (None) allowed."""
+    scalars = (int, float, bool)
+    if annotation in scalars:
+        return True
+    if get_origin(annotation) not in (Union, UnionType):
+        return False
+    # An optional key's type keeps its Annotated wrapper (Switch | None).
+    kinds = [
+        get_args(arg)[0] if get_origin(arg) is Annotated else arg
+        for arg in get_args(annotation)
+    ]
+    return any(kind in scalars for kind in kinds)
 
 
 def _scalar(text: str) -> Any:

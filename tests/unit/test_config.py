@@ -305,3 +305,18 @@ def test_clustered_means_the_state_lives_in_postgresql(
     environ: dict[str, str], clustered: bool
 ) -> None:
     assert load_config(environ=environ).clustered is clustered
+
+
+@pytest.mark.parametrize(
+    ("environ", "enabled"),
+    [
+        ({"SOCMETH_AUTH_ENABLED": "true"}, True),
+        ({"SOCMETH_AUTH_ENABLED": "false"}, False),
+        ({}, None),
+    ],
+    ids=["true", "false", "unset"],
+)
+def test_an_optional_switch_reads_from_the_environment(
+    environ: dict[str, str], enabled: bool | None
+) -> None:
+    assert load_config(environ=environ).auth.enabled is enabled
